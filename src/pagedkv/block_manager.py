@@ -1,0 +1,431 @@
+"""The block manager of PagedAttention (Kwon et al., SOSP 2023, §4.2-4.4).
+
+KV memory is a fixed pool of `num_blocks` blocks of `block_size` token slots. Each sequence owns
+a *block table* mapping its logical blocks to physical ones: token `t` lives in physical block
+``block_table[t // block_size]`` at offset ``t % block_size``. Blocks are allocated on demand,
+only when a sequence crosses a block boundary, so at most ``block_size - 1`` slots per sequence
+are ever wasted. `fork` shares every block (reference counts, no copy); the first write into a
+shared, partially filled block copies it (copy-on-write). With prefix caching, full blocks are
+found again by the hash of their contents (see `prefix_cache`).
+
+Invariants (verified by `check_invariants`):
+- every block is either on the free list (ref_count 0) or held (ref_count > 0), never both;
+- a block's ref_count equals the number of block-table entries that point at it;
+- ``len(block_table) == ceil(num_tokens / block_size)`` for every sequence.
+
+Every mutating method checks capacity *before* it changes anything, so `OutOfBlocks` (and
+every other error) leaves the manager exactly as it was: no rollback code exists.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Hashable, Iterable
+from collections.abc import Sequence as SequenceABC
+from dataclasses import dataclass
+
+from pagedkv.errors import (
+    DuplicateSequence,
+    InvalidArgument,
+    InvariantViolation,
+    OutOfBlocks,
+    UnknownSequence,
+)
+from pagedkv.free_block_queue import FreeBlockQueue
+from pagedkv.prefix_cache import PrefixCache, PrefixMatch
+from pagedkv.sequence import Sequence
+
+Tokens = SequenceABC[int] | int
+"""Token ids, or a bare count when contents do not matter (such blocks are never cached)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Cumulative counters since the manager was created."""
+
+    queried_tokens: int
+    """Prompt tokens looked up in the prefix cache by `allocate`."""
+    hit_tokens: int
+    """Of those, tokens served from cached blocks."""
+    evicted_blocks: int
+    """Cached free blocks whose contents were dropped to reuse the block."""
+    cow_copies: int
+    """Copy-on-write block copies handed back by `append`."""
+    allocated_blocks: int
+    """Blocks taken from the free list for new contents (including copies)."""
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hit_tokens / self.queried_tokens if self.queried_tokens else 0.0
+
+
+class BlockManager:
+    """Paged KV-cache bookkeeping: free list, block tables, ref counts, prefix cache.
+
+    Args:
+        num_blocks: blocks in the pool; ids are ``0 .. num_blocks - 1``.
+        block_size: token slots per block (vLLM's default is 16).
+        enable_prefix_caching: reuse full blocks whose chained content hash matches.
+        watermark: fraction of the pool kept free when admitting (`allocate`), so running
+            sequences can still grow without preemption; `append` may use it.
+    """
+
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int = 16,
+        enable_prefix_caching: bool = False,
+        watermark: float = 0.0,
+    ) -> None:
+        if not isinstance(num_blocks, int) or num_blocks < 1:
+            raise InvalidArgument(f"num_blocks must be an integer >= 1, got {num_blocks!r}")
+        if not isinstance(block_size, int) or block_size < 1:
+            raise InvalidArgument(f"block_size must be an integer >= 1, got {block_size!r}")
+        if not 0.0 <= watermark < 1.0:
+            raise InvalidArgument(f"watermark must be in [0, 1), got {watermark!r}")
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.enable_prefix_caching = enable_prefix_caching
+        self.watermark = watermark
+        self._watermark_blocks = int(watermark * num_blocks)
+        self._ref_count = array("i", [0]) * num_blocks
+        self._free = FreeBlockQueue(num_blocks)
+        self._seqs: dict[Hashable, Sequence] = {}
+        self._cache = PrefixCache(num_blocks, block_size) if enable_prefix_caching else None
+        self._queried_tokens = self._hit_tokens = self._evicted_blocks = 0
+        self._cow_copies = self._allocated_blocks = 0
+
+    # ----------------------------------------------------------------- admission
+
+    def can_allocate(self, tokens: Tokens) -> bool:
+        """Whether `allocate` of these tokens would succeed now. Changes nothing."""
+        num_tokens, token_ids = self._parse(tokens)
+        needed, _ = self._plan_allocation(num_tokens, token_ids)
+        return needed <= self._free.num_free - self._watermark_blocks
+
+    def allocate(self, seq_id: Hashable, tokens: Tokens) -> int:
+        """Give a new sequence blocks for all its tokens (its prompt).
+
+        Returns how many leading tokens were found in the prefix cache: their KV is already
+        in the returned blocks and need not be computed (0 without prefix caching).
+        Raises `OutOfBlocks` when the pool, less the watermark, cannot hold them.
+        """
+        if seq_id in self._seqs:
+            raise DuplicateSequence(f"sequence {seq_id!r} is already allocated; free it or pick a new id")
+        num_tokens, token_ids = self._parse(tokens)
+        needed, match = self._plan_allocation(num_tokens, token_ids)
+        available = self._free.num_free - self._watermark_blocks
+        if needed > available:
+            raise OutOfBlocks(
+                f"allocate({seq_id!r}, {num_tokens} tokens) needs {needed} free blocks but only "
+                f"{max(available, 0)} are available ({self._watermark_blocks} kept as watermark); "
+                "wait for sequences to finish, preempt one, or use a larger pool"
+            )
+        seq = Sequence(num_tokens, list(token_ids) if match is not None else None)
+        table = seq.block_table
+        if match is not None:
+            self._reuse_cached(match.blocks)
+            table.extend(match.blocks)
+        table.extend(self._take(-(-num_tokens // self.block_size) - len(table)))
+        self._seqs[seq_id] = seq
+        if match is None:
+            return 0
+        hit_tokens = len(match.blocks) * self.block_size
+        self._queried_tokens += num_tokens
+        self._hit_tokens += hit_tokens
+        self._cache.start(seq, match)
+        return hit_tokens
+
+    # ----------------------------------------------------------------- decoding
+
+    def append(self, seq_id: Hashable, tokens: Tokens = 1) -> list[tuple[int, int]]:
+        """Append tokens to a sequence; returns the (src_block, dst_block) copies to perform.
+
+        A new block is taken only when the sequence crosses a block boundary. Writing into a
+        shared, partially filled last block first copies it (copy-on-write): the caller must
+        copy the KV of `src_block` into `dst_block` before writing the new tokens.
+        """
+        seq = self._get(seq_id)
+        num_new, token_ids = (tokens, None) if type(tokens) is int and tokens > 0 else self._parse(tokens)
+        size, table, ref_count = self.block_size, seq.block_table, self._ref_count
+        length = seq.num_tokens
+        cow = length % size != 0 and ref_count[table[-1]] > 1
+        needed = -(-(length + num_new) // size) - len(table) + cow
+        if needed > self._free.num_free:
+            raise OutOfBlocks(
+                f"append({seq_id!r}, {num_new} tokens) needs {needed} free blocks, "
+                f"{self._free.num_free} free; preempt a sequence (free it or swap it out) and retry"
+            )
+        copies = []
+        if cow:
+            copies.append(self._copy_on_write(table))
+        if needed > cow:
+            table.extend(self._take(needed - cow))
+        seq.num_tokens = length + num_new
+        if seq.recording:
+            self._record(seq, token_ids)
+        return copies
+
+    def append_batch(
+        self, seq_ids: SequenceABC[Hashable], token_ids: SequenceABC[int] | None = None
+    ) -> list[tuple[int, int]]:
+        """Append one token to each of `seq_ids` (distinct); same effect as `append` on each in turn.
+
+        One call per engine step instead of one per sequence: the capacity check and the
+        free-list pops are done once for the whole batch.
+        """
+        seqs = [self._get(seq_id) for seq_id in seq_ids]
+        if len(set(map(id, seqs))) != len(seqs):
+            raise InvalidArgument("append_batch: seq_ids must be distinct; call append for several tokens")
+        if token_ids is not None and len(token_ids) != len(seqs):
+            raise InvalidArgument(f"append_batch: {len(seqs)} sequences but {len(token_ids)} token ids")
+        size, ref_count = self.block_size, self._ref_count
+        needed = 0
+        for seq in seqs:
+            if seq.num_tokens % size == 0 or ref_count[seq.block_table[-1]] > 1:
+                needed += 1
+        if needed > self._free.num_free:
+            raise OutOfBlocks(
+                f"append_batch of {len(seqs)} sequences needs {needed} free blocks, "
+                f"{self._free.num_free} free; preempt a sequence and retry"
+            )
+        copies = []
+        fresh = iter(self._take(needed))
+        for i, seq in enumerate(seqs):
+            table = seq.block_table
+            if seq.num_tokens % size == 0:
+                table.append(next(fresh))
+            elif ref_count[table[-1]] > 1:
+                dst = next(fresh)
+                copies.append((table[-1], dst))
+                ref_count[table[-1]] -= 1
+                table[-1] = dst
+            seq.num_tokens += 1
+            if seq.recording:
+                if token_ids is None:
+                    seq.recording = False
+                else:
+                    seq.token_ids.append(token_ids[i])
+        self._cow_copies += len(copies)
+        return copies
+
+    # ----------------------------------------------------------------- sharing and release
+
+    def fork(self, parent_id: Hashable, child_id: Hashable) -> None:
+        """Create `child_id` sharing all of `parent_id`'s blocks (beam search, parallel sampling).
+
+        No block is allocated: every shared block's ref_count goes up by one. Full blocks stay
+        shared forever; the partially filled last block is copied by whichever sequence writes
+        into it first (see `append`).
+        """
+        parent = self._get(parent_id)
+        if child_id in self._seqs:
+            raise DuplicateSequence(f"fork target {child_id!r} is already allocated; pick a new id")
+        child = Sequence(parent.num_tokens, None if parent.token_ids is None else list(parent.token_ids))
+        child.recording = parent.recording
+        child.block_table = array("i", parent.block_table)
+        ref_count = self._ref_count
+        for block in parent.block_table:
+            ref_count[block] += 1
+        self._seqs[child_id] = child
+        if parent.token_ids is not None:
+            self._cache.fork(parent, child)
+
+    def free(self, seq_id: Hashable) -> None:
+        """Drop a sequence; blocks whose ref_count reaches 0 return to the free list.
+
+        Blocks are released tail-first (last logical block first), so with prefix caching the
+        LRU evicts a sequence's last blocks before its first ones, which other prompts are
+        more likely to share.
+        """
+        seq = self._seqs.pop(seq_id, None)
+        if seq is None:
+            raise UnknownSequence(f"free({seq_id!r}): no such sequence (never allocated, or already freed)")
+        ref_count = self._ref_count
+        released = []
+        for block in reversed(seq.block_table):
+            ref_count[block] -= 1
+            if ref_count[block] == 0:
+                released.append(block)
+        self._free.extend(released)
+        if self._cache is not None:
+            self._cache.on_free(seq)
+
+    def reset_prefix_cache(self) -> bool:
+        """Forget every cached hash. Refused (returns False, changes nothing) while any sequence is alive."""
+        if self._seqs:
+            return False
+        if self._cache is not None:
+            self._cache.reset()
+        return True
+
+    # ----------------------------------------------------------------- queries
+
+    def block_table(self, seq_id: Hashable) -> list[int]:
+        """Physical block of each logical block of the sequence (a copy)."""
+        return list(self._get(seq_id).block_table)
+
+    def num_tokens(self, seq_id: Hashable) -> int:
+        return self._get(seq_id).num_tokens
+
+    def translate(self, seq_id: Hashable, pos: int) -> tuple[int, int]:
+        """(physical block, offset) of token position `pos`: ``block_table[pos // B], pos % B``."""
+        seq = self._get(seq_id)
+        if not 0 <= pos < seq.num_tokens:
+            raise InvalidArgument(
+                f"position {pos!r} is outside sequence {seq_id!r} of {seq.num_tokens} tokens "
+                f"(valid: 0..{seq.num_tokens - 1})"
+            )
+        return seq.block_table[pos // self.block_size], pos % self.block_size
+
+    def slot(self, seq_id: Hashable, pos: int) -> int:
+        """Flat KV slot of token `pos` (vLLM's slot mapping): ``block * block_size + offset``."""
+        block, offset = self.translate(seq_id, pos)
+        return block * self.block_size + offset
+
+    def ref_count(self, block_id: int) -> int:
+        if not 0 <= block_id < self.num_blocks:
+            raise InvalidArgument(f"block id {block_id!r} is outside the pool 0..{self.num_blocks - 1}")
+        return self._ref_count[block_id]
+
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks no sequence holds, cached ones included (they are reused when needed)."""
+        return self._free.num_free
+
+    @property
+    def num_cached_free_blocks(self) -> int:
+        """Free blocks whose contents a prefix lookup could still find. Linear in the cache size."""
+        if self._cache is None:
+            return 0
+        ref_count = self._ref_count
+        return len({block for block in self._cache.findable_blocks() if ref_count[block] == 0})
+
+    @property
+    def usage(self) -> float:
+        """Fraction of the pool held by sequences."""
+        return 1.0 - self._free.num_free / self.num_blocks
+
+    @property
+    def stats(self) -> Stats:
+        return Stats(
+            queried_tokens=self._queried_tokens,
+            hit_tokens=self._hit_tokens,
+            evicted_blocks=self._evicted_blocks,
+            cow_copies=self._cow_copies,
+            allocated_blocks=self._allocated_blocks,
+        )
+
+    def free_block_ids(self) -> list[int]:
+        """The free list, next-to-be-reused first (for tests and debugging)."""
+        return list(self._free)
+
+    def __contains__(self, seq_id: object) -> bool:
+        return seq_id in self._seqs
+
+    def __len__(self) -> int:
+        return len(self._seqs)
+
+    def check_invariants(self) -> None:
+        """Raise `InvariantViolation` if any bookkeeping is inconsistent (see the module docstring)."""
+        free = list(self._free)
+        if len(free) != self._free.num_free or len(set(free)) != len(free):
+            raise InvariantViolation(
+                f"free list has {len(free)} entries, {len(set(free))} distinct, "
+                f"but counts {self._free.num_free}"
+            )
+        holders = [0] * self.num_blocks
+        for seq_id, seq in self._seqs.items():
+            if len(seq.block_table) != -(-seq.num_tokens // self.block_size):
+                raise InvariantViolation(
+                    f"sequence {seq_id!r}: {len(seq.block_table)} blocks for {seq.num_tokens} tokens"
+                )
+            if seq.recording and len(seq.token_ids) != seq.num_tokens:
+                raise InvariantViolation(f"sequence {seq_id!r}: token ids out of step with its length")
+            for block in seq.block_table:
+                holders[block] += 1
+        if list(self._ref_count) != holders:
+            wrong = next(b for b in range(self.num_blocks) if self._ref_count[b] != holders[b])
+            raise InvariantViolation(
+                f"block {wrong}: ref_count {self._ref_count[wrong]} but {holders[wrong]} block-table entries"
+            )
+        if sorted(free) != [b for b in range(self.num_blocks) if holders[b] == 0]:
+            raise InvariantViolation("the free list is not exactly the blocks nobody holds")
+        if self._cache is not None:
+            self._cache.check(self._seqs.values())
+
+    # ----------------------------------------------------------------- internals
+
+    def _get(self, seq_id: Hashable) -> Sequence:
+        try:
+            return self._seqs[seq_id]
+        except KeyError:
+            raise UnknownSequence(f"no sequence {seq_id!r} (never allocated, or already freed)") from None
+
+    @staticmethod
+    def _parse(tokens: Tokens) -> tuple[int, SequenceABC[int] | None]:
+        """(count, token ids or None) from either form; rejects empty and non-positive counts."""
+        if isinstance(tokens, int) and not isinstance(tokens, bool):
+            if tokens < 1:
+                raise InvalidArgument(f"token count must be >= 1, got {tokens}")
+            return tokens, None
+        if type(tokens) in (list, tuple) or (
+            isinstance(tokens, SequenceABC) and not isinstance(tokens, (str, bytes))
+        ):
+            if not tokens:
+                raise InvalidArgument("token id list is empty; pass at least one token")
+            return len(tokens), tokens
+        raise InvalidArgument(f"tokens must be a list of token ids or a positive count, got {tokens!r}")
+
+    def _plan_allocation(
+        self, num_tokens: int, token_ids: SequenceABC[int] | None
+    ) -> tuple[int, PrefixMatch | None]:
+        """Blocks the free list must give up, and the cached prefix (None without caching).
+
+        Cached hits held by live sequences cost nothing; cached hits sitting on the free list
+        cost one each, since they leave it. Counting them here is what guarantees that taking
+        fresh blocks can never evict a block this same allocation is about to reuse.
+        """
+        num_blocks = -(-num_tokens // self.block_size)
+        if token_ids is None or self._cache is None:
+            return num_blocks, None
+        match = self._cache.match(token_ids)
+        ref_count = self._ref_count
+        revived = sum(1 for block in match.blocks if ref_count[block] == 0)
+        return num_blocks - len(match.blocks) + revived, match
+
+    def _reuse_cached(self, blocks: Iterable[int]) -> None:
+        ref_count = self._ref_count
+        for block in blocks:
+            if ref_count[block] == 0:
+                self._free.remove(block)
+            ref_count[block] += 1
+
+    def _take(self, count: int) -> list[int]:
+        """Pop `count` blocks for new contents; cached ones among them are evicted."""
+        if count <= 0:
+            return []
+        blocks = self._free.popleft_n(count)
+        ref_count = self._ref_count
+        for block in blocks:
+            ref_count[block] = 1
+        self._allocated_blocks += count
+        if self._cache is not None:
+            self._evicted_blocks += self._cache.on_reuse(blocks)
+        return blocks
+
+    def _copy_on_write(self, table: array) -> tuple[int, int]:
+        src = table[-1]
+        dst = self._take(1)[0]
+        self._ref_count[src] -= 1
+        table[-1] = dst
+        self._cow_copies += 1
+        return src, dst
+
+    @staticmethod
+    def _record(seq: Sequence, token_ids: SequenceABC[int] | None) -> None:
+        """Keep contents for prefix caching; a bare count ends recording for this sequence."""
+        if token_ids is None:
+            seq.recording = False
+        else:
+            seq.token_ids.extend(token_ids)

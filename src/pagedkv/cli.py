@@ -1,0 +1,46 @@
+"""The `pagedkv` console script: one sub-command per module.
+
+Each module listed in `COMMANDS` exposes `add_command(subparsers)`, which registers its
+parser and sets `func` to the callable that runs it (returning an exit code). Modules
+keep heavy imports (matplotlib, torch) inside that callable so `pagedkv --help` stays fast
+and works without the optional extras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from pagedkv.errors import PagedKVError
+
+COMMANDS = ("pagedkv.demo",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pagedkv",
+        description="Paged KV-cache manager (PagedAttention, Kwon et al., SOSP 2023): "
+        "block manager, simulator, real KV tensors.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(name).add_command(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except PagedKVError as exc:
+        print(f"pagedkv {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
