@@ -57,12 +57,24 @@ class PrefixMatch(NamedTuple):
 class PrefixCache:
     """hash -> block map with lazy publication; owned and driven by `BlockManager`."""
 
-    __slots__ = ("_pending", "_popped_at", "_source", "block_hash", "block_size", "clock", "hash_to_block")
+    __slots__ = (
+        "_duplicates",
+        "_pending",
+        "_popped_at",
+        "_source",
+        "block_hash",
+        "block_size",
+        "clock",
+        "hash_to_block",
+    )
 
     def __init__(self, num_blocks: int, block_size: int) -> None:
         self.block_size = block_size
         self.hash_to_block: dict[bytes, int] = {}
         self.block_hash: dict[int, bytes] = {}
+        # Other blocks with the same contents as hash_to_block[h] (sequences that generated the
+        # same tokens independently); one takes over when the mapped block is reused.
+        self._duplicates: dict[bytes, list[int]] = {}
         # Which sequence published a block, and at which logical index (for check()).
         self._source: dict[int, tuple[Sequence, int]] = {}
         # Continuations waiting for a lookup to reach their frontier hash.
@@ -126,14 +138,27 @@ class PrefixCache:
             if digest is not None:
                 evicted += 1
                 del self._source[block]
-                if self.hash_to_block.get(digest) == block:
-                    del self.hash_to_block[digest]
+                self._unmap(block, digest)
         return evicted
+
+    def _unmap(self, block: int, digest: bytes) -> None:
+        """Drop `block` from the index; a duplicate holding the same contents takes its place."""
+        duplicates = self._duplicates.get(digest)
+        if self.hash_to_block[digest] != block:
+            duplicates.remove(block)
+        elif duplicates:
+            self.hash_to_block[digest] = duplicates.pop()
+        else:
+            del self.hash_to_block[digest]
+            return
+        if not duplicates:
+            del self._duplicates[digest]
 
     def reset(self) -> None:
         """Forget every hash. The caller ensures no sequence is alive."""
         self.hash_to_block.clear()
         self.block_hash.clear()
+        self._duplicates.clear()
         self._source.clear()
         self._pending.clear()
 
@@ -150,9 +175,12 @@ class PrefixCache:
 
     def check(self, live: Iterable[Sequence]) -> None:
         """Raise `InvariantViolation` if a published hash does not match its block's contents."""
-        for digest, block in self.hash_to_block.items():
+        indexed = [(digest, block) for digest, blocks in self._duplicates.items() for block in blocks]
+        for digest, block in [*self.hash_to_block.items(), *indexed]:
             if self.block_hash.get(block) != digest:
                 raise InvariantViolation(f"hash_to_block points at block {block} whose hash differs")
+        if len(indexed) + len(self.hash_to_block) != len(self.block_hash):
+            raise InvariantViolation("a hashed block is missing from the index, or indexed twice")
         for block, digest in self.block_hash.items():
             seq, index = self._source[block]
             if not self._holds_contents(seq, index) or seq.block_table[index] != block:
@@ -171,9 +199,12 @@ class PrefixCache:
         return digest
 
     def _publish(self, block: int, digest: bytes, seq: Sequence, index: int) -> None:
+        if block in self.block_hash:
+            return  # a block shared by a fork, already published through the other sequence
         self.block_hash[block] = digest
         self._source[block] = (seq, index)
-        self.hash_to_block.setdefault(digest, block)
+        if self.hash_to_block.setdefault(digest, block) != block:
+            self._duplicates.setdefault(digest, []).append(block)
 
     def _file(self, seq: Sequence) -> None:
         self._pending.setdefault(seq.frontier_hash, []).append((seq, seq.frontier))
