@@ -86,7 +86,6 @@ class TraceResult(NamedTuple):
 
 
 class _Row(NamedTuple):
-    line: int
     seconds: float | None
     prompt_len: int
     output_len: int
@@ -117,7 +116,7 @@ def load_trace(
 def detect_format(path: str | os.PathLike[str]) -> str:
     """The format whose header the file's first line is: "azure", "mooncake" or "lengths"."""
     with _reading(path) as handle:
-        first = handle.readline()
+        first = next((line for line in handle if line.strip()), "")
     if not first:
         raise TraceError(f"{path}:1: empty trace: the file has no header and no rows")
     if first.lstrip().startswith("{"):
@@ -145,13 +144,13 @@ def load_azure(
 
     def rows(handle: IO[str]) -> Iterator[_Row]:
         origin = None
-        _, records = _csv_records(path, handle, (AZURE_COLUMNS,), "Azure")
+        _, records = _csv_records(path, handle, (AZURE_COLUMNS,), "an Azure")
         for line, (stamp, context, generated) in records:
             whole, fraction = _azure_seconds(path, line, stamp)
             origin = whole if origin is None else origin
             prompt = _count(path, line, "ContextTokens", context)
             output = _count(path, line, "GeneratedTokens", generated)
-            yield _Row(line, whole - origin + fraction, prompt, output, None)
+            yield _Row(whole - origin + fraction, prompt, output, None)
 
     return _load(path, "azure", True, rows, max_seq_len, on_too_long, limit)
 
@@ -183,10 +182,10 @@ def load_lengths(
     """Length-only CSV; extra columns (num_total_tokens, pd_ratio) are ignored. All arrivals are 0.0."""
 
     def rows(handle: IO[str]) -> Iterator[_Row]:
-        (prompt_column, output_column), records = _csv_records(path, handle, LENGTH_COLUMNS, "length-only")
+        (prompt_column, output_column), records = _csv_records(path, handle, LENGTH_COLUMNS, "a length-only")
         for line, (prompt, output) in records:
             prompt_len = _count(path, line, prompt_column, prompt)
-            yield _Row(line, None, prompt_len, _count(path, line, output_column, output), None)
+            yield _Row(None, prompt_len, _count(path, line, output_column, output), None)
 
     return _load(path, "lengths", False, rows, max_seq_len, on_too_long, limit)
 
@@ -224,12 +223,22 @@ def _load(
         raise TraceError(f"{path}:1: empty trace: the file has no request rows")
     if not kept:
         raise TraceError(
-            f"{path}: all {rows:,} requests were left out ({empty:,} empty prompts, {dropped:,} longer than "
-            f"max_seq_len={max_seq_len}); raise max_seq_len or use on_too_long='truncate'"
+            f"{path}: all {rows:,} requests were left out: {_why_none_left(empty, dropped, max_seq_len)}"
         )
     return TraceResult(
         _requests(kept, timed), fmt, timed, truncated, dropped, str(path), rows, clamped, empty
     )
+
+
+def _why_none_left(empty: int, dropped: int, max_seq_len: int | None) -> str:
+    reasons = []
+    if empty:
+        reasons.append(f"{empty:,} with an empty prompt")
+    if dropped:
+        reasons.append(
+            f"{dropped:,} longer than max_seq_len={max_seq_len} (raise it or use on_too_long='truncate')"
+        )
+    return "; ".join(reasons)
 
 
 def _requests(rows: list[_Row], timed: bool) -> list[Request]:
@@ -301,7 +310,7 @@ def _csv_records(
     if wanted is None:
         expected = " or ".join(",".join(cols) for cols in variants)
         raise TraceError(
-            f"{path}:1: not a {kind} trace: header {','.join(header)!r} lacks the columns {expected}"
+            f"{path}:1: not {kind} trace: header {','.join(header)!r} lacks the columns {expected}"
         )
     return wanted, _csv_values(path, reader, header, [index[c.lower()] for c in wanted])
 
@@ -373,7 +382,7 @@ def _mooncake_row(path: str | os.PathLike[str], line: int, text: str) -> _Row:
     prompt = _json_count(path, line, "input_length", record["input_length"])
     output = _json_count(path, line, "output_length", record["output_length"])
     hash_ids = _hash_ids(path, line, record.get("hash_ids"), prompt)
-    return _Row(line, stamp / 1000.0, prompt, output, hash_ids)
+    return _Row(stamp / 1000.0, prompt, output, hash_ids)
 
 
 def _json_count(path: str | os.PathLike[str], line: int, key: str, value: object) -> int:
