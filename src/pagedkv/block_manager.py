@@ -133,6 +133,7 @@ class BlockManager:
         hit_tokens = len(match.blocks) * self.block_size
         self._queried_tokens += num_tokens
         self._hit_tokens += hit_tokens
+        self._cache.on_filled(table[len(match.blocks) : num_tokens // self.block_size])
         self._cache.start(seq, match)
         return hit_tokens
 
@@ -163,7 +164,7 @@ class BlockManager:
             table.extend(self._take(needed - cow))
         seq.num_tokens = length + num_new
         if seq.recording:
-            self._record(seq, token_ids)
+            self._record(seq, token_ids, length)
         return copies
 
     def append_batch(
@@ -181,8 +182,14 @@ class BlockManager:
             raise InvalidArgument(f"append_batch: {len(seqs)} sequences but {len(token_ids)} token ids")
         size, ref_count = self.block_size, self._ref_count
         needed = 0
+        copied_away: dict[int, int] = {}  # shared block -> holders earlier in the batch that copy it
         for seq in seqs:
-            if seq.num_tokens % size == 0 or ref_count[seq.block_table[-1]] > 1:
+            if seq.num_tokens % size == 0:
+                needed += 1
+                continue
+            last = seq.block_table[-1]
+            if ref_count[last] > 1 and ref_count[last] - copied_away.get(last, 0) > 1:
+                copied_away[last] = copied_away.get(last, 0) + 1
                 needed += 1
         if needed > self._free.num_free:
             raise OutOfBlocks(
@@ -206,6 +213,8 @@ class BlockManager:
                     seq.recording = False
                 else:
                     seq.token_ids.append(token_ids[i])
+                    if seq.num_tokens % size == 0:
+                        self._cache.on_filled((table[-1],))
         self._cow_copies += len(copies)
         return copies
 
@@ -295,11 +304,11 @@ class BlockManager:
 
     @property
     def num_cached_free_blocks(self) -> int:
-        """Free blocks whose contents a prefix lookup could still find. Linear in the cache size."""
+        """Free blocks whose contents a prefix lookup could still find. Walks the free list."""
         if self._cache is None:
             return 0
-        ref_count = self._ref_count
-        return len({block for block in self._cache.findable_blocks() if ref_count[block] == 0})
+        is_cached = self._cache.block_is_cached
+        return sum(is_cached[block] for block in self._free)
 
     @property
     def usage(self) -> float:
@@ -422,10 +431,12 @@ class BlockManager:
         self._cow_copies += 1
         return src, dst
 
-    @staticmethod
-    def _record(seq: Sequence, token_ids: SequenceABC[int] | None) -> None:
+    def _record(self, seq: Sequence, token_ids: SequenceABC[int] | None, old_length: int) -> None:
         """Keep contents for prefix caching; a bare count ends recording for this sequence."""
         if token_ids is None:
             seq.recording = False
-        else:
-            seq.token_ids.extend(token_ids)
+            return
+        seq.token_ids.extend(token_ids)
+        self._cache.on_filled(
+            seq.block_table[old_length // self.block_size : seq.num_tokens // self.block_size]
+        )

@@ -28,7 +28,7 @@ Invariants:
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from hashlib import sha256
 from typing import NamedTuple
 
@@ -63,6 +63,7 @@ class PrefixCache:
         "_popped_at",
         "_source",
         "block_hash",
+        "block_is_cached",
         "block_size",
         "clock",
         "hash_to_block",
@@ -82,6 +83,8 @@ class PrefixCache:
         # clock: +1 at every free; popped_at[b]: the clock when b was last popped for new contents.
         self.clock = 0
         self._popped_at = array("q", [-1]) * num_blocks
+        # 1 for every full block with known contents, hashed yet or not: what a lookup can find.
+        self.block_is_cached = bytearray(num_blocks)
 
     def match(self, token_ids: list[int]) -> PrefixMatch:
         """Longest prefix of full blocks of `token_ids` present in the cache."""
@@ -123,20 +126,32 @@ class PrefixCache:
         child.frontier, child.frontier_hash = parent.frontier, parent.frontier_hash
         self._file(child)
 
+    def on_filled(self, blocks: Iterable[int]) -> None:
+        """These blocks just became full of known tokens: they are cached from now on (unhashed)."""
+        is_cached = self.block_is_cached
+        for block in blocks:
+            is_cached[block] = 1
+
     def on_free(self, seq: Sequence) -> None:
         """Mark `seq` dead: from now on its blocks may be reused, which `popped_at` records."""
         self.clock += 1
         seq.died_at = self.clock
 
     def on_reuse(self, blocks: list[int]) -> int:
-        """Blocks popped for new contents lose their hash; returns how many had one (evictions)."""
+        """Blocks popped for new contents leave the cache; returns how many were cached (evictions)."""
         evicted = 0
-        clock, popped_at, block_hash = self.clock, self._popped_at, self.block_hash
+        clock, popped_at, block_hash, is_cached = (
+            self.clock,
+            self._popped_at,
+            self.block_hash,
+            self.block_is_cached,
+        )
         for block in blocks:
             popped_at[block] = clock
+            evicted += is_cached[block]
+            is_cached[block] = 0
             digest = block_hash.pop(block, None)
             if digest is not None:
-                evicted += 1
                 del self._source[block]
                 self._unmap(block, digest)
         return evicted
@@ -161,17 +176,7 @@ class PrefixCache:
         self._duplicates.clear()
         self._source.clear()
         self._pending.clear()
-
-    def findable_blocks(self) -> Iterator[int]:
-        """Blocks a lookup could match: published ones plus those a continuation still covers.
-
-        May yield a block twice; cost is linear in the cached blocks, so use it for reports.
-        """
-        yield from self.block_hash
-        for entries in self._pending.values():
-            for seq, index in entries:
-                if seq.frontier == index:
-                    yield from self._unpublished_blocks(seq)
+        self.block_is_cached[:] = bytes(len(self.block_is_cached))
 
     def check(self, live: Iterable[Sequence]) -> None:
         """Raise `InvariantViolation` if a published hash does not match its block's contents."""
@@ -187,6 +192,8 @@ class PrefixCache:
                 raise InvariantViolation(f"block {block} is cached but its contents were overwritten")
             if self._chain_hash(seq.token_ids, index) != digest:
                 raise InvariantViolation(f"block {block}: cached hash does not match its token ids")
+            if not self.block_is_cached[block]:
+                raise InvariantViolation(f"block {block} has a hash but is not marked cached")
         for seq in live:
             for index in range(seq.frontier):
                 if seq.block_table[index] not in self.block_hash:
@@ -235,9 +242,3 @@ class PrefixCache:
         if len(seq.token_ids) < (index + 1) * self.block_size or index >= len(seq.block_table):
             return False
         return seq.died_at is None or self._popped_at[seq.block_table[index]] < seq.died_at
-
-    def _unpublished_blocks(self, seq: Sequence) -> Iterator[int]:
-        index = seq.frontier
-        while self._holds_contents(seq, index):
-            yield seq.block_table[index]
-            index += 1
