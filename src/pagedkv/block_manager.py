@@ -437,6 +437,6 @@ class BlockManager:
             seq.recording = False
             return
         seq.token_ids.extend(token_ids)
-        self._cache.on_filled(
-            seq.block_table[old_length // self.block_size : seq.num_tokens // self.block_size]
-        )
+        first, end = old_length // self.block_size, seq.num_tokens // self.block_size
+        if end > first:
+            self._cache.on_filled(seq.block_table[first:end])
