@@ -1,0 +1,64 @@
+"""The `pagedkv` console script: it is installed, prints help, and runs the block-manager demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pagedkv.cli import main
+
+SCRIPT = Path(sys.executable).with_name("pagedkv")
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess[str]:
+    assert SCRIPT.exists(), f"console script not installed next to {sys.executable}; run `pip install -e .`"
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_console_script_prints_help() -> None:
+    result = run_script("--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: pagedkv" in result.stdout
+    assert "demo" in result.stdout
+
+
+def test_console_script_without_a_command_prints_help() -> None:
+    result = run_script()
+    assert result.returncode == 0, result.stderr
+    assert "usage: pagedkv" in result.stdout
+
+
+def test_console_script_runs_the_demo() -> None:
+    result = run_script("demo")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    # 10 tokens in blocks of 4, fork, one token into the shared partial block, 3 more tokens for A
+    assert "A -> [0, 1, 2]" in out
+    assert "[(2, 3)]" in out  # B's copy-on-write of block 2 into the free-list head
+    assert "B -> [0, 1, 3]" in out
+    assert "A -> [0, 1, 2, 4]" in out
+    assert "translate(A, 9) = (2, 1)" in out
+    assert "16/16" in out
+
+
+def test_unknown_command_fails() -> None:
+    result = run_script("no-such-command")
+    assert result.returncode != 0
+    assert "no-such-command" in result.stderr
+
+
+def test_main_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert "demo" in capsys.readouterr().out
+
+
+def test_main_reports_a_pagedkv_error_with_exit_code_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--block-size", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "error" in err
+    assert "block_size" in err
