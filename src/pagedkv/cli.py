@@ -14,7 +14,7 @@ import sys
 
 from pagedkv.errors import PagedKVError
 
-COMMANDS = ("pagedkv.demo",)
+COMMANDS = ("pagedkv.demo", "pagedkv.simulator.cli", "pagedkv.engine.cli", "pagedkv.paper.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
