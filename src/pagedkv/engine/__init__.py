@@ -1,0 +1,34 @@
+"""A continuous-batching engine over HF Llama / Mistral / Qwen2 models with a paged KV cache.
+
+Needs the `torch` extra (`pip install pagedkv[torch]`). Usage::
+
+    from pagedkv.engine import Engine
+    engine = Engine(model, num_blocks=256, block_size=16, enable_prefix_caching=True)
+    outputs = engine.generate([[1, 2, 3], [4, 5]], max_new_tokens=8)
+
+Names are imported on first use (PEP 562), so `pagedkv.engine.cli` can register the `generate`
+command, and `pagedkv --help` can run, without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Engine": "pagedkv.engine.engine",
+    "EngineStats": "pagedkv.engine.engine",
+    "RequestOutput": "pagedkv.engine.engine",
+    "PromptTooLong": "pagedkv.engine.errors",
+    "UnsupportedModel": "pagedkv.engine.errors",
+    "random_model": "pagedkv.engine.models",
+    "SamplingParams": "pagedkv.engine.sequence",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pagedkv.engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

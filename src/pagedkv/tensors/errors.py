@@ -1,0 +1,17 @@
+"""Typed errors of the tensor layer: every one is an `InvalidArgument`, hence a `PagedKVError`.
+
+They are raised before any tensor is touched, so a caller that catches them knows the
+cache still holds exactly what it held before the call.
+"""
+
+from __future__ import annotations
+
+from pagedkv.errors import InvalidArgument
+
+
+class CacheMismatch(InvalidArgument):
+    """A tensor whose shape, dtype or device does not match the KV cache it is used with."""
+
+
+class BlockOutOfRange(InvalidArgument, IndexError):
+    """A block id or slot that points outside the block pool."""
