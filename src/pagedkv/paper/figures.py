@@ -1,0 +1,149 @@
+"""One PNG per experiment, pagedkv's bars next to the paper's, written with matplotlib's Agg backend.
+
+Invariant: a figure draws only numbers that are also in the JSON and the table; the paper's are drawn
+hatched or as markers so the two can never be confused. matplotlib is imported here, lazily, so
+`pagedkv --help` and the experiments run without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pagedkv.paper import reference
+from pagedkv.paper.results import PaperResults
+
+_COLORS = {
+    "token_states": "tab:green",
+    "reservation": "tab:orange",
+    "internal": "tab:red",
+    "external": "silver",
+}
+
+
+def write_figures(results: PaperResults, out_dir: str | Path) -> list[Path]:
+    """Write fig2.png, fig13a.png, fig15.png, fig18b.png (those that were run) into `out_dir`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    drawers = (
+        ("fig2", results.fig2, _fig2),
+        ("fig13a", results.fig13a, _fig13a),
+        ("fig15", results.fig15, _fig15),
+        ("fig18b", results.fig18b, _fig18b),
+    )
+    written = []
+    for name, data, draw in drawers:
+        if not data:
+            continue
+        fig = draw(plt, results)
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _fig2(plt: Any, results: PaperResults) -> Any:
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    labels = []
+    for i, (system, result) in enumerate(results.fig2.items()):
+        paper = reference.FIG2[system]
+        for offset, values, hatch in (
+            (-0.2, {c: result.category(c) for c in reference.CATEGORIES}, None),
+            (0.2, paper, "//"),
+        ):
+            bottom = 0.0
+            for category in reference.CATEGORIES:
+                value = values[category]
+                if value is None:
+                    continue
+                ax.bar(
+                    i + offset,
+                    value,
+                    0.38,
+                    bottom=bottom,
+                    color=_COLORS[category],
+                    hatch=hatch,
+                    edgecolor="black",
+                    linewidth=0.3,
+                    label=reference.CATEGORY_LABELS[category] if i == 0 and hatch is None else None,
+                )
+                if value >= 6:
+                    ax.text(
+                        i + offset, bottom + value / 2, f"{value:.1f}", ha="center", va="center", fontsize=7
+                    )
+                bottom += value
+        labels.append(f"{reference.SYSTEM_LABELS[system]}\npagedkv | paper")
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("% of KV cache capacity")
+    ax.set_title("Fig. 2: KV cache usage (left: pagedkv, right hatched: paper)", fontsize=10)
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
+    return fig
+
+
+def _fig13a(plt: Any, results: PaperResults) -> Any:
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    systems = list(results.fig13a)
+    for i, system in enumerate(systems):
+        ours, paper = results.fig13a[system].mean_batch, reference.FIG13A[system]
+        ax.bar(i - 0.2, ours, 0.38, color="tab:blue", label="pagedkv" if i == 0 else None)
+        ax.bar(
+            i + 0.2,
+            paper,
+            0.38,
+            color="white",
+            edgecolor="tab:blue",
+            hatch="//",
+            label="paper" if i == 0 else None,
+        )
+        ax.text(i - 0.2, ours, f"{ours:.1f}", ha="center", va="bottom", fontsize=7)
+        ax.text(i + 0.2, paper, f"{paper:.1f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(systems)), [reference.SYSTEM_LABELS[s] for s in systems], fontsize=8)
+    ax.set_ylabel("batched requests")
+    ax.set_title("Fig. 13a: average batch, ShareGPT", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _fig15(plt: Any, results: PaperResults) -> Any:
+    fig, axes = plt.subplots(1, len(results.fig15), figsize=(4.5 * len(results.fig15), 3.5), squeeze=False)
+    for ax, (mode, by_width) in zip(axes[0], results.fig15.items(), strict=True):
+        widths = list(by_width)
+        xs = range(len(widths))
+        savings = [by_width[w].saving for w in widths]
+        ax.bar(xs, savings, 0.5, color="tab:blue", label="pagedkv, ShareGPT")
+        for x, value in zip(xs, savings, strict=True):
+            ax.text(x, value, f"{value:.1f}", ha="center", va="bottom", fontsize=7)
+        alpaca = [reference.FIG15_ALPACA[mode].get(w) for w in widths]
+        ax.plot(xs, alpaca, "kD", label="paper, Alpaca")
+        low, high = reference.FIG15_SHAREGPT_RANGE[mode]
+        ax.axhspan(low, high, color="tab:orange", alpha=0.2, zorder=0, label="paper, ShareGPT range")
+        ax.set_xticks(list(xs), [str(w) for w in widths])
+        ax.set_xlabel("# output sequences" if mode == "parallel" else "beam width")
+        ax.set_ylabel("memory saving (%)")
+        ax.set_title(f"Fig. 15: {'parallel sampling' if mode == 'parallel' else 'beam search'}", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _fig18b(plt: Any, results: PaperResults) -> Any:
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    sizes = list(results.fig18b)
+    ax.plot(
+        sizes, [results.fig18b[s].waste for s in sizes], "o-", color="tab:red", label="waste (block padding)"
+    )
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.axvspan(16, 128, color="tab:green", alpha=0.12, zorder=0, label="paper: best block sizes")
+    ax.set_xlabel("block size (tokens)")
+    ax.set_ylabel("% of KV cache capacity")
+    ax.set_title("Fig. 18b: vLLM waste vs block size, ShareGPT", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
