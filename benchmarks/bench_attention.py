@@ -53,16 +53,17 @@ def run_context(args: argparse.Namespace, context: int, gen: torch.Generator) ->
     cache.kv.normal_(generator=gen)
     tables = torch.randperm(num_blocks, generator=gen).view(batch, blocks_per_seq)
     # the same K/V laid out contiguously: [batch, n_kv_heads, context, head_dim]
+    # (cache[tables]: [batch, blocks_per_seq, n_kv_heads, block_size, head_dim])
     keys = (
         cache.key_cache(0)[tables]
-        .view(batch, -1, kv_heads, head_dim)[:, :context]
         .transpose(1, 2)
+        .reshape(batch, kv_heads, -1, head_dim)[:, :, :context]
         .contiguous()
     )
     values = (
         cache.value_cache(0)[tables]
-        .view(batch, -1, kv_heads, head_dim)[:, :context]
         .transpose(1, 2)
+        .reshape(batch, kv_heads, -1, head_dim)[:, :, :context]
         .contiguous()
     )
     query = torch.randn(batch, heads, head_dim, generator=gen)
@@ -77,7 +78,11 @@ def run_context(args: argparse.Namespace, context: int, gen: torch.Generator) ->
 
     started = time.perf_counter()
     metadata = AttentionMetadata.build(
-        tables, [context] * batch, key_cache=cache.key_cache(0), workspace_bytes=args.workspace_mib * 2**20
+        tables,
+        [context] * batch,
+        key_cache=cache.key_cache(0),
+        workspace_bytes=args.workspace_mib * 2**20,
+        decode_chunk_bytes=args.decode_chunk_kib * 2**10 or None,
     )
     metadata_ms = 1e3 * (time.perf_counter() - started)
 
@@ -105,6 +110,9 @@ def main() -> None:
     parser.add_argument("--head-dim", type=int, default=128)
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--workspace-mib", type=int, default=WORKSPACE_BYTES // 2**20)
+    parser.add_argument(
+        "--decode-chunk-kib", type=int, default=0, help="K tiles per decode chunk (0: the library's default)"
+    )
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")

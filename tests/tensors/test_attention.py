@@ -46,8 +46,14 @@ class Pool:
         self, query: torch.Tensor, lengths: list[int], query_lens: list[int] | None, **kwargs
     ) -> torch.Tensor:
         budget = kwargs.pop("workspace_bytes", 1 << 24)
+        chunk = kwargs.pop("decode_chunk_bytes", None)
         md = AttentionMetadata.build(
-            self.tables, lengths, query_lens, key_cache=self.cache.key_cache(0), workspace_bytes=budget
+            self.tables,
+            lengths,
+            query_lens,
+            key_cache=self.cache.key_cache(0),
+            workspace_bytes=budget,
+            decode_chunk_bytes=chunk,
         )
         return paged_attention(query, self.cache.key_cache(0), self.cache.value_cache(0), md, **kwargs)
 
@@ -78,19 +84,47 @@ def reference(
 
 @pytest.mark.parametrize(("n_heads", "n_kv_heads"), [(8, 2), (4, 4), (6, 1)])
 @pytest.mark.parametrize("workspace_bytes", [1, 1 << 24])
-def test_decode_matches_contiguous_sdpa(n_heads: int, n_kv_heads: int, workspace_bytes: int) -> None:
+# decode chunks of one tile (every pair split along its tokens), of 3 tiles (splits that end mid-pair),
+# the default (several whole pairs per chunk) and one chunk for the whole group
+@pytest.mark.parametrize("decode_chunk_bytes", [1, 3 * B * 16 * 4, None, 1 << 30])
+def test_decode_matches_contiguous_sdpa(
+    n_heads: int, n_kv_heads: int, workspace_bytes: int, decode_chunk_bytes: int
+) -> None:
     pool = Pool(LENGTHS, n_kv_heads, 16, torch.float32)
     query = torch.randn(len(LENGTHS), n_heads, 16)
-    got = pool.attend(query, LENGTHS, None, workspace_bytes=workspace_bytes)
+    got = pool.attend(
+        query, LENGTHS, None, workspace_bytes=workspace_bytes, decode_chunk_bytes=decode_chunk_bytes
+    )
     want = reference(pool, query, LENGTHS, [1] * len(LENGTHS))
     assert (got - want).abs().max() <= TOL
+
+
+def test_decode_chunks_cover_every_pair_and_slot_once() -> None:
+    pool = Pool([9, 32], 2, 16, torch.float32)
+    tile = B * 16 * 4  # one (block, KV head) tile of float32 keys
+    md = AttentionMetadata.build(
+        pool.tables, [9, 32], key_cache=pool.cache.key_cache(0), decode_chunk_bytes=3 * tile
+    )
+    (group,) = md.groups  # 2 sequences padded to 8 blocks: 4 (sequence, KV head) pairs of 32 slots
+    covered = torch.zeros(4, 32, dtype=torch.int64)
+    for chunk in group.chunks:
+        covered[chunk.pairs, chunk.slots] += 1
+        assert chunk.tiles.numel() <= 3
+    assert torch.equal(covered, torch.ones_like(covered))
+    whole = AttentionMetadata.build(
+        pool.tables, [9, 32], key_cache=pool.cache.key_cache(0), decode_chunk_bytes=16 * tile
+    )
+    assert [(c.pairs, c.slots) for c in whole.groups[0].chunks] == [
+        (slice(0, 2), slice(0, 32)),
+        (slice(2, 4), slice(0, 32)),
+    ]
 
 
 def test_decode_over_full_blocks_needs_no_mask_and_still_matches() -> None:
     lengths = [8, 8, 16, 16]  # same padded length per group only for the first two
     pool = Pool(lengths, 2, 16, torch.float32)
     md = AttentionMetadata.build(pool.tables[:2], lengths[:2], key_cache=pool.cache.key_cache(0))
-    assert md.groups[0].mask(None, 4) is None
+    assert md.groups[0].excluded(None) is None
     query = torch.randn(4, 8, 16)
     want = reference(pool, query, lengths, [1] * 4)
     assert (pool.attend(query, lengths, None) - want).abs().max() <= TOL
@@ -114,11 +148,14 @@ def test_mixed_prefill_prefix_continuation_and_decode_in_one_call() -> None:
 
 
 @pytest.mark.parametrize("window", [1, 3, 4, 6, 40])
-def test_sliding_window_matches_masked_sdpa(window: int) -> None:
+@pytest.mark.parametrize("decode_chunk_bytes", [1, None])
+def test_sliding_window_matches_masked_sdpa(window: int, decode_chunk_bytes: int) -> None:
     query_lens = [1, 3, 4, 1, 7, 8, 1, 12, 16, 2, 31, 1]
     pool = Pool(LENGTHS, 2, 16, torch.float32, seed=3)
     query = torch.randn(sum(query_lens), 8, 16)
-    got = pool.attend(query, LENGTHS, query_lens, sliding_window=window)
+    got = pool.attend(
+        query, LENGTHS, query_lens, sliding_window=window, decode_chunk_bytes=decode_chunk_bytes
+    )
     want = reference(pool, query, LENGTHS, query_lens, sliding_window=window)
     assert (got - want).abs().max() <= TOL
 
@@ -138,11 +175,13 @@ def test_scale_is_applied() -> None:
         assert (got[i : i + 1] - want).abs().max() <= TOL
 
 
-def test_float64_agrees_to_double_rounding() -> None:
+@pytest.mark.parametrize("decode", [False, True])
+def test_float64_agrees_to_double_rounding(decode: bool) -> None:
     pool = Pool(LENGTHS, 2, 16, torch.float64)
-    query = torch.randn(sum(LENGTHS), 8, 16, dtype=torch.float64)
-    got = pool.attend(query, LENGTHS, LENGTHS)
-    assert (got - reference(pool, query, LENGTHS, LENGTHS)).abs().max() <= 1e-12
+    query_lens = [1] * len(LENGTHS) if decode else LENGTHS
+    query = torch.randn(sum(query_lens), 8, 16, dtype=torch.float64)
+    got = pool.attend(query, LENGTHS, None if decode else LENGTHS, decode_chunk_bytes=3 * B * 16 * 8)
+    assert (got - reference(pool, query, LENGTHS, query_lens)).abs().max() <= 1e-12
 
 
 def test_after_fork_and_copy_on_write() -> None:
@@ -217,5 +256,7 @@ def test_query_and_cache_mismatches() -> None:
         paged_attention(torch.randn(3, 4, 8), k, v, md)
     with pytest.raises(CacheMismatch, match="the metadata was built for"):
         paged_attention(torch.randn(2, 4, 8), k[:-1], v[:-1], md)
+    with pytest.raises(CacheMismatch, match="the metadata was built for"):
+        paged_attention(torch.randn(2, 4, 4), k[..., :4], v[..., :4], md)
     with pytest.raises(CacheMismatch, match="key/value caches"):
         paged_attention(torch.randn(2, 4, 8), k, v[..., :4], md)

@@ -18,8 +18,8 @@ def make_cache(num_blocks: int = 16, num_layers: int = 2, dtype: torch.dtype = t
 
 def test_layout_and_sizes() -> None:
     cache = make_cache(num_blocks=10, num_layers=3, dtype=torch.float64)
-    assert cache.kv.shape == (3, 2, 10, B, H, D)
-    assert cache.key_cache(1).shape == (10, B, H, D)
+    assert cache.kv.shape == (3, 2, 10, H, B, D)  # head-major inside a block
+    assert cache.key_cache(1).shape == (10, H, B, D)
     assert cache.key_cache(1).data_ptr() == cache.kv[1, 0].data_ptr()  # a view, not a copy
     assert cache.bytes_per_token == 2 * 3 * H * D * 8
     assert cache.nbytes == cache.bytes_per_token * 10 * B
@@ -43,6 +43,15 @@ def test_writes_of_many_sequences_read_back_through_scrambled_block_tables() -> 
         got_k, got_v = cache.gather(1, table, n)
         assert torch.equal(got_k, k) and torch.equal(got_v, v)
         assert not cache.gather(0, table, n)[0].any()  # layer 0 untouched
+
+
+def test_a_slot_is_block_and_offset_with_each_heads_keys_contiguous() -> None:
+    cache = make_cache(num_blocks=8)
+    k, v = torch.randn(2, H, D), torch.randn(2, H, D)
+    cache.write(1, torch.tensor([5 * B + 2, 3 * B]), k, v)
+    assert torch.equal(cache.kv[1, 0, 5, :, 2], k[0]) and torch.equal(cache.kv[1, 1, 5, :, 2], v[0])
+    assert torch.equal(cache.kv[1, 0, 3, :, 0], k[1]) and torch.equal(cache.kv[1, 1, 3, :, 0], v[1])
+    assert int((cache.kv != 0).sum()) == 4 * H * D
 
 
 def test_slots_match_the_block_manager() -> None:

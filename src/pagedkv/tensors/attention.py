@@ -3,17 +3,30 @@
 One call serves a whole batch of sequences of different lengths, for decode (one query per
 sequence), prefill (causal, many queries) and prefill that continues a cached prefix (the queries
 are the last `query_len` of `context_len` tokens). Grouped-query attention is handled by folding the
-`n_heads // n_kv_heads` query heads that share a KV head into the query-length axis, so no key or
-value is ever repeated.
+`n_heads // n_kv_heads` query heads that share a KV head together, so no key or value is ever repeated.
 
-How it runs: sequences are cut into groups whose gathered K/V fit a small workspace (a few MiB,
-so it stays in cache); for each group the blocks are gathered by block table with one row
-`index_select` per K and V into `[group, blocks * block_size, n_kv_heads, head_dim]`, and
-`scaled_dot_product_attention` runs on that with a mask for lengths, causality and sliding windows.
-The result is the same computation as contiguous SDPA, so it agrees with it to rounding.
+How K/V are read: the pool of one layer, `[num_blocks, n_kv_heads, block_size, head_dim]`, is viewed
+as one row per (block, KV head) tile, `[num_blocks * n_kv_heads, block_size * head_dim]`. A row
+`index_select` in (sequence, KV head, block) order lands as `[seqs, n_kv_heads, tokens, head_dim]`:
+one contiguous `[tokens, head_dim]` matrix per (sequence, KV head) pair, which `bmm` and
+`scaled_dot_product_attention` read as it is.
 
-Everything that depends only on the block tables and lengths (groups, gather indices, masks) lives
-in `AttentionMetadata`, built once per engine step and reused by every layer.
+- Prefill (compute-bound): sequences are cut into groups whose gathered K/V fit a reused workspace;
+  each group is gathered whole and `scaled_dot_product_attention` runs on it with a mask for
+  lengths, causality and sliding windows.
+- Decode (memory-bound: every K/V byte is used by only `n_rep` queries): gathering the whole group
+  and then attending would move every byte through DRAM three times. Instead the (sequence, KV
+  head) pairs are processed in chunks of about 1 MiB of tiles per thread, so each chunk's tiles are
+  read from DRAM once by the gather and then from cache by the matmul. Two passes: scores =
+  q @ K^T chunk by chunk into `[pairs, n_rep, tokens]` (1/64 of the keys' size for head_dim 128
+  and 4 query heads per KV head), one masked softmax over whole rows, then probabilities @ V
+  chunk by chunk. A pair longer than a chunk is split along its tokens (its output accumulates
+  with `baddbmm_`). The softmax sees complete rows, so no log-sum-exp merging is needed and the
+  result is exact softmax attention.
+
+Both compute the same function as contiguous SDPA, so they agree with it to rounding. Everything that
+depends only on the block tables and lengths (groups, gather indices, chunks, masks) lives in
+`AttentionMetadata`, built once per engine step and reused by every layer.
 """
 
 from __future__ import annotations
@@ -28,38 +41,69 @@ from pagedkv.errors import InvalidArgument
 from pagedkv.tensors.errors import BlockOutOfRange, CacheMismatch
 
 WORKSPACE_BYTES = 16 * 2**20
-"""Budget for the gathered K and V of one group. Measured on a 2-core CPU (benchmarks/bench_attention.py):
-groups of 8-32 MiB run ~2x faster than gathering the whole batch, which spills to DRAM twice."""
+"""Budget for the padded K and V of one group: prefill gathers a group whole into a workspace of this
+size; decode groups use it to bound padding. (Chosen when decode also gathered whole groups: on a
+2-core CPU, groups of 8-32 MiB ran ~2x faster than gathering the whole batch.)"""
+
+DECODE_CHUNK_BYTES_PER_THREAD = 2**20
+"""K (then V) tiles gathered per decode chunk, per intra-op thread (a chunk is split across threads):
+half of a 2 MiB per-core L2, so a chunk stays in cache between the gather and the matmul, and large
+enough that per-op overhead stays small. Measured (benchmarks/bench_attention.py, 2-core CPU, 1-4k
+tokens): on 1 thread 1 MiB beat 2 MiB (1.5-1.7x vs 1.8-2.1x contiguous); on 2 threads 2 MiB in all
+matched or beat 1 MiB, and 0.5 MiB was much worse (~2.4x)."""
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Decode work unit: pairs [pairs.start, pairs.stop) of a group over token slots `slots`."""
+
+    pairs: slice
+    slots: slice
+    tiles: torch.Tensor  # [num pairs * blocks] long: rows of the tile view, pair-major
 
 
 @dataclass
 class _Group:
-    """Consecutive sequences attended in one SDPA call; all decode (one query each) or all prefill."""
+    """Consecutive sequences attended together; all decode (one query each) or all prefill."""
 
     query_start: int  # rows [query_start, query_end) of the packed query belong to this group
     query_end: int
     num_seqs: int
     max_query_len: int
     num_slots: int  # padded KV length: blocks per sequence * block_size
-    block_ids: torch.Tensor  # [num_seqs * blocks] long, each sequence's table padded to `blocks`
+    tiles: torch.Tensor  # [num_seqs * n_kv_heads * blocks] long: (sequence, head, block) tile rows
     query_index: torch.Tensor | None  # row of each real query in [num_seqs * max_query_len]; None: no padding
     query_pos: torch.Tensor  # [num_seqs, max_query_len] long: position of each query, clamped to len - 1
     unmasked: bool  # decode over exactly `num_slots` keys each: nothing to mask
-    masks: dict[tuple[int | None, int], torch.Tensor] = field(default_factory=dict)
+    chunks: list[_Chunk]  # decode groups only; empty for prefill
+    masks: dict[tuple[int | None, int], torch.Tensor | None] = field(default_factory=dict)
 
     def mask(self, sliding_window: int | None, n_rep: int) -> torch.Tensor | None:
-        """[num_seqs, 1, n_rep * max_query_len, num_slots] bool (True = attend), or None if all True."""
-        if self.unmasked and (sliding_window is None or sliding_window >= self.num_slots):
-            return None
+        """Prefill: [num_seqs, 1, n_rep * max_query_len, num_slots] bool (True = attend); None: all True."""
         key = (sliding_window, n_rep)
         if key not in self.masks:
-            key_pos = torch.arange(self.num_slots, device=self.query_pos.device)
-            query_pos = self.query_pos.unsqueeze(-1)  # [num_seqs, max_q, 1]
-            allowed = key_pos <= query_pos  # causal; query_pos <= len - 1 also hides the padding
-            if sliding_window is not None:
-                allowed &= key_pos > query_pos - sliding_window
-            self.masks[key] = allowed.repeat(1, n_rep, 1).unsqueeze(1)
+            allowed = self._allowed(sliding_window)
+            self.masks[key] = None if allowed is None else allowed.repeat(1, n_rep, 1).unsqueeze(1)
         return self.masks[key]
+
+    def excluded(self, sliding_window: int | None) -> torch.Tensor | None:
+        """Decode: [num_seqs, 1, 1, num_slots] bool (True = masked out), or None if nothing is."""
+        key = (sliding_window, 0)
+        if key not in self.masks:
+            allowed = self._allowed(sliding_window)
+            self.masks[key] = None if allowed is None else allowed.logical_not().unsqueeze(1)
+        return self.masks[key]
+
+    def _allowed(self, sliding_window: int | None) -> torch.Tensor | None:
+        """[num_seqs, max_query_len, num_slots] bool: causal, within the length and the window."""
+        if self.unmasked and (sliding_window is None or sliding_window >= self.num_slots):
+            return None
+        key_pos = torch.arange(self.num_slots, device=self.query_pos.device)
+        query_pos = self.query_pos.unsqueeze(-1)  # [num_seqs, max_q, 1]
+        allowed = key_pos <= query_pos  # causal; query_pos <= len - 1 also hides the padding
+        if sliding_window is not None:
+            allowed &= key_pos > query_pos - sliding_window
+        return allowed
 
 
 class AttentionMetadata:
@@ -69,11 +113,18 @@ class AttentionMetadata:
     so the per-layer calls only check tensor shapes.
     """
 
-    def __init__(self, groups: list[_Group], num_query_tokens: int, num_blocks: int, block_size: int) -> None:
+    def __init__(
+        self, groups: list[_Group], num_query_tokens: int, cache_shape: tuple[int, int, int, int]
+    ) -> None:
         self.groups = groups
         self.num_query_tokens = num_query_tokens
-        self.num_blocks = num_blocks
-        self.block_size = block_size
+        self.cache_shape = cache_shape  # [num_blocks, n_kv_heads, block_size, head_dim]
+        self.num_blocks, _, self.block_size, _ = cache_shape
+        # rows of the gather workspace: a whole prefill group, or the largest decode chunk
+        self.workspace_rows = max(
+            max((chunk.tiles.numel() for chunk in group.chunks), default=group.tiles.numel())
+            for group in groups
+        )
         self._workspace: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
@@ -85,6 +136,7 @@ class AttentionMetadata:
         *,
         key_cache: torch.Tensor,
         workspace_bytes: int = WORKSPACE_BYTES,
+        decode_chunk_bytes: int | None = None,
     ) -> AttentionMetadata:
         """Describe a batch.
 
@@ -92,35 +144,44 @@ class AttentionMetadata:
         the first ceil(context_lens[i] / block_size) entries are read). context_lens[i]: tokens of
         K/V sequence i attends over, its own queries included. query_lens[i]: how many of its last
         tokens are queries (None: 1 each, i.e. decode). key_cache gives the pool's geometry:
-        [num_blocks, block_size, num_kv_heads, head_dim].
+        [num_blocks, n_kv_heads, block_size, head_dim]. decode_chunk_bytes: K tiles per decode
+        chunk (default: DECODE_CHUNK_BYTES_PER_THREAD times torch's intra-op threads now).
         """
+        if decode_chunk_bytes is None:
+            decode_chunk_bytes = DECODE_CHUNK_BYTES_PER_THREAD * torch.get_num_threads()
+        if decode_chunk_bytes <= 0:
+            raise InvalidArgument(f"decode_chunk_bytes must be positive, got {decode_chunk_bytes}")
         tables = _as_lists(block_tables)
         contexts = _as_ints(context_lens)
         queries = [1] * len(contexts) if query_lens is None else _as_ints(query_lens)
-        num_blocks, block_size = key_cache.shape[0], key_cache.shape[1]
+        if key_cache.dim() != 4:
+            raise CacheMismatch(
+                "key_cache must be [num_blocks, n_kv_heads, block_size, head_dim], "
+                f"got {tuple(key_cache.shape)}"
+            )
+        num_blocks, num_kv_heads, block_size, head_dim = key_cache.shape
         _validate(tables, contexts, queries, num_blocks, block_size)
-        slot_bytes = 2 * key_cache[0, 0].numel() * key_cache.element_size()
+        geometry = _Geometry(num_kv_heads, block_size, head_dim, key_cache.element_size(), key_cache.device)
         groups: list[_Group] = []
         start = query_start = 0
         while start < len(contexts):
-            end = _group_end(contexts, queries, start, block_size, slot_bytes, workspace_bytes)
+            end = _group_end(contexts, queries, start, geometry, workspace_bytes)
             group = _make_group(
-                tables, contexts, queries, start, end, query_start, block_size, key_cache.device
+                tables, contexts, queries, start, end, query_start, geometry, decode_chunk_bytes
             )
             groups.append(group)
             query_start = group.query_end
             start = end
-        return cls(groups, query_start, num_blocks, block_size)
+        return cls(groups, query_start, (num_blocks, num_kv_heads, block_size, head_dim))
 
-    def workspace(self, rows: int, row_numel: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reusable gather buffers ([rows, row_numel] for K and V): allocated once, shared by all layers."""
+    def workspace(self, row_numel: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reusable gather buffers ([workspace_rows, row_numel], K and V): made once, shared by all layers."""
         buffers = self._workspace
-        if buffers is None or buffers[0].shape[0] < rows or buffers[0].shape[1] != row_numel:
-            buffers = tuple(like.new_empty((rows, row_numel)) for _ in range(2))
-        elif buffers[0].dtype != like.dtype or buffers[0].device != like.device:
-            buffers = tuple(like.new_empty(buffers[0].shape) for _ in range(2))
+        shape = (self.workspace_rows, row_numel)
+        if buffers is None or buffers[0].dtype != like.dtype or buffers[0].device != like.device:
+            buffers = (like.new_empty(shape), like.new_empty(shape))
         self._workspace = buffers
-        return buffers[0][:rows], buffers[1][:rows]
+        return buffers
 
 
 def paged_attention(
@@ -136,33 +197,85 @@ def paged_attention(
 
     query: [num_query_tokens, n_heads, head_dim], sequence by sequence in metadata order (sequence i
     contributes its query_lens[i] rows, oldest position first). key_cache, value_cache:
-    [num_blocks, block_size, n_kv_heads, head_dim] with n_heads a multiple of n_kv_heads.
+    [num_blocks, n_kv_heads, block_size, head_dim] with n_heads a multiple of n_kv_heads.
+    scale: multiplies q @ k (default 1 / sqrt(head_dim), as SDPA).
     sliding_window: a query at position p sees keys p - sliding_window + 1 .. p (HF's convention).
     Returns [num_query_tokens, n_heads, head_dim].
     """
     _check_inputs(query, key_cache, value_cache, metadata)
-    num_kv_heads, head_dim = key_cache.shape[2], key_cache.shape[3]
-    n_heads = query.shape[1]
-    n_rep = n_heads // num_kv_heads
-    row_numel = metadata.block_size * num_kv_heads * head_dim
-    key_rows = key_cache.reshape(metadata.num_blocks, row_numel)  # one row per block
-    value_rows = value_cache.reshape(metadata.num_blocks, row_numel)
-    most_rows = max(group.block_ids.numel() for group in metadata.groups)
-    key_buf, value_buf = metadata.workspace(most_rows, row_numel, key_cache)
+    num_blocks, num_kv_heads, block_size, head_dim = key_cache.shape
+    tile_shape = (num_blocks * num_kv_heads, block_size * head_dim)
+    key_tiles = key_cache.reshape(tile_shape)  # one row per (block, KV head) tile
+    value_tiles = value_cache.reshape(tile_shape)
+    workspace = metadata.workspace(block_size * head_dim, key_cache)
+    scale = head_dim**-0.5 if scale is None else scale
     out = torch.empty_like(query)
     for group in metadata.groups:
-        rows = group.block_ids.numel()
-        keys = torch.index_select(key_rows, 0, group.block_ids, out=key_buf[:rows])
-        values = torch.index_select(value_rows, 0, group.block_ids, out=value_buf[:rows])
-        # keys, values: [num_seqs, n_kv_heads, num_slots, head_dim] (views of the workspace)
-        keys = keys.view(group.num_seqs, group.num_slots, num_kv_heads, head_dim).transpose(1, 2)
-        values = values.view(group.num_seqs, group.num_slots, num_kv_heads, head_dim).transpose(1, 2)
-        q = _fold_queries(query[group.query_start : group.query_end], group, num_kv_heads, n_rep)
-        o = F.scaled_dot_product_attention(
-            q, keys, values, attn_mask=group.mask(sliding_window, n_rep), scale=scale
-        )
-        out[group.query_start : group.query_end] = _unfold_output(o, group, n_heads)
+        attend = _decode if group.chunks else _prefill
+        attend(query, (key_tiles, value_tiles), workspace, group, num_kv_heads, scale, sliding_window, out)
     return out
+
+
+def _prefill(
+    query: torch.Tensor,
+    tiles: tuple[torch.Tensor, torch.Tensor],
+    workspace: tuple[torch.Tensor, torch.Tensor],
+    group: _Group,
+    num_kv_heads: int,
+    scale: float,
+    sliding_window: int | None,
+    out: torch.Tensor,
+) -> None:
+    """Gather the group's K/V whole and run SDPA with a causal / length / window mask."""
+    n_heads, head_dim = query.shape[1], query.shape[2]
+    rows = group.tiles.numel()
+    shape = (group.num_seqs, num_kv_heads, group.num_slots, head_dim)
+    # keys, values: [num_seqs, n_kv_heads, num_slots, head_dim] (views of the workspace)
+    keys = torch.index_select(tiles[0], 0, group.tiles, out=workspace[0][:rows]).view(shape)
+    values = torch.index_select(tiles[1], 0, group.tiles, out=workspace[1][:rows]).view(shape)
+    n_rep = n_heads // num_kv_heads
+    q = _fold_queries(query[group.query_start : group.query_end], group, num_kv_heads, n_rep)
+    mask = group.mask(sliding_window, n_rep)
+    o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)
+    out[group.query_start : group.query_end] = _unfold_output(o, group, n_heads)
+
+
+def _decode(
+    query: torch.Tensor,
+    tiles: tuple[torch.Tensor, torch.Tensor],
+    workspace: tuple[torch.Tensor, torch.Tensor],
+    group: _Group,
+    num_kv_heads: int,
+    scale: float,
+    sliding_window: int | None,
+    out: torch.Tensor,
+) -> None:
+    """Split-K decode: scores chunk by chunk, one softmax over whole rows, then P @ V chunk by chunk."""
+    n_heads, head_dim = query.shape[1], query.shape[2]
+    pairs, n_rep = group.num_seqs * num_kv_heads, n_heads // num_kv_heads
+    # q: [pairs, n_rep, head_dim]; query head h of a sequence uses KV head h // n_rep, as HF's repeat_kv
+    q = query[group.query_start : group.query_end].reshape(pairs, n_rep, head_dim) * scale
+    scores = q.new_empty((pairs, n_rep, group.num_slots))
+    for chunk in group.chunks:
+        keys = _gather_chunk(tiles[0], chunk, workspace[0], head_dim)
+        torch.bmm(q[chunk.pairs], keys.transpose(1, 2), out=scores[chunk.pairs, :, chunk.slots])
+    excluded = group.excluded(sliding_window)
+    if excluded is not None:
+        scores.view(group.num_seqs, num_kv_heads, n_rep, -1).masked_fill_(excluded, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    o = out[group.query_start : group.query_end].view(pairs, n_rep, head_dim)
+    for chunk in group.chunks:
+        values = _gather_chunk(tiles[1], chunk, workspace[1], head_dim)
+        if chunk.slots.start == 0:
+            torch.bmm(probs[chunk.pairs, :, chunk.slots], values, out=o[chunk.pairs])
+        else:  # a later piece of a pair split along its tokens
+            o[chunk.pairs].baddbmm_(probs[chunk.pairs, :, chunk.slots], values)
+
+
+def _gather_chunk(tiles: torch.Tensor, chunk: _Chunk, buffer: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """The chunk's K or V tiles as [chunk pairs, chunk slots, head_dim], a view of `buffer`."""
+    rows = torch.index_select(tiles, 0, chunk.tiles, out=buffer[: chunk.tiles.numel()])
+    return rows.view(chunk.pairs.stop - chunk.pairs.start, chunk.slots.stop - chunk.slots.start, head_dim)
 
 
 def _fold_queries(q: torch.Tensor, group: _Group, num_kv_heads: int, n_rep: int) -> torch.Tensor:
@@ -190,16 +303,35 @@ def _unfold_output(o: torch.Tensor, group: _Group, n_heads: int) -> torch.Tensor
     return o if group.query_index is None else o.index_select(0, group.query_index)
 
 
-def _group_end(
-    contexts: list[int], queries: list[int], start: int, block_size: int, slot_bytes: int, budget: int
-) -> int:
-    """End (exclusive) of the group starting at `start`: same decode-ness, gathered K/V within budget."""
+@dataclass(frozen=True)
+class _Geometry:
+    """What the batch plan needs to know about the pool."""
+
+    num_kv_heads: int
+    block_size: int
+    head_dim: int
+    element_size: int
+    device: torch.device
+
+    @property
+    def tile_bytes(self) -> int:
+        """One (block, KV head) tile of K or of V."""
+        return self.block_size * self.head_dim * self.element_size
+
+    @property
+    def slot_bytes(self) -> int:
+        """K and V of one token."""
+        return 2 * self.num_kv_heads * self.head_dim * self.element_size
+
+
+def _group_end(contexts: list[int], queries: list[int], start: int, geometry: _Geometry, budget: int) -> int:
+    """End (exclusive) of the group starting at `start`: same decode-ness, padded K/V within budget."""
     is_decode = queries[start] == 1
     most_blocks = 0
     end = start
     while end < len(contexts) and (queries[end] == 1) == is_decode:
-        blocks = max(most_blocks, -(-contexts[end] // block_size))
-        if end > start and (end - start + 1) * blocks * block_size * slot_bytes > budget:
+        blocks = max(most_blocks, -(-contexts[end] // geometry.block_size))
+        if end > start and (end - start + 1) * blocks * geometry.block_size * geometry.slot_bytes > budget:
             break
         most_blocks = blocks
         end += 1
@@ -213,9 +345,10 @@ def _make_group(
     start: int,
     end: int,
     query_start: int,
-    block_size: int,
-    device: torch.device,
+    geometry: _Geometry,
+    decode_chunk_bytes: int,
 ) -> _Group:
+    block_size = geometry.block_size
     blocks = max(-(-contexts[i] // block_size) for i in range(start, end))
     max_q = max(queries[start:end])
     block_ids: list[int] = []
@@ -230,19 +363,51 @@ def _make_group(
     padded = len(query_index) != (end - start) * max_q
 
     def as_tensor(values: list) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.long, device=device)
+        return torch.tensor(values, dtype=torch.long, device=geometry.device)
 
+    # tile row of (sequence s, KV head h, block j) = block_ids[s, j] * n_kv_heads + h
+    heads = torch.arange(geometry.num_kv_heads, device=geometry.device).view(1, -1, 1)
+    tiles = (as_tensor(block_ids).view(end - start, 1, blocks) * geometry.num_kv_heads + heads).reshape(-1)
     return _Group(
         query_start=query_start,
         query_end=query_start + len(query_index),
         num_seqs=end - start,
         max_query_len=max_q,
         num_slots=blocks * block_size,
-        block_ids=as_tensor(block_ids),
+        tiles=tiles,
         query_index=as_tensor(query_index) if padded else None,
         query_pos=as_tensor(query_pos),
         unmasked=max_q == 1 and all(contexts[i] == blocks * block_size for i in range(start, end)),
+        chunks=_decode_chunks(tiles, blocks, geometry, decode_chunk_bytes) if max_q == 1 else [],
     )
+
+
+def _decode_chunks(tiles: torch.Tensor, blocks: int, geometry: _Geometry, chunk_bytes: int) -> list[_Chunk]:
+    """Tile a decode group's [pairs, blocks] grid of K tiles into chunks of at most `chunk_bytes`.
+
+    Whole pairs when two fit (the usual case: several pairs per chunk); otherwise `threads` pairs at
+    a time, split along their blocks. A chunk keeps at least one pair per thread because `bmm`
+    splits its batch across threads: a one-pair P @ V ran ~2.5x slower on 2 threads. Every chunk
+    holds at least one tile.
+    """
+    per_pair = tiles.view(-1, blocks)  # [pairs, blocks]
+    pairs, block_size = per_pair.shape[0], geometry.block_size
+    pair_bytes = blocks * geometry.tile_bytes
+    threads = torch.get_num_threads()
+    if threads * pair_bytes <= chunk_bytes:
+        pairs_per, blocks_per = chunk_bytes // pair_bytes, blocks
+    else:
+        pairs_per = min(pairs, threads)
+        blocks_per = max(1, min(blocks, chunk_bytes // (pairs_per * geometry.tile_bytes)))
+    return [
+        _Chunk(
+            slice(p, min(p + pairs_per, pairs)),
+            slice(b * block_size, min(b + blocks_per, blocks) * block_size),
+            per_pair[p : p + pairs_per, b : b + blocks_per].reshape(-1),
+        )
+        for p in range(0, pairs, pairs_per)
+        for b in range(0, blocks, blocks_per)
+    ]
 
 
 def _validate(
@@ -279,15 +444,16 @@ def _check_inputs(
 ) -> None:
     if key_cache.dim() != 4 or key_cache.shape != value_cache.shape:
         raise CacheMismatch(
-            f"key/value caches must both be [num_blocks, block_size, n_kv_heads, head_dim], got "
+            f"key/value caches must both be [num_blocks, n_kv_heads, block_size, head_dim], got "
             f"{tuple(key_cache.shape)} and {tuple(value_cache.shape)}"
         )
-    if tuple(key_cache.shape[:2]) != (metadata.num_blocks, metadata.block_size):
+    if tuple(key_cache.shape) != metadata.cache_shape:
         raise CacheMismatch(
-            f"the metadata was built for {metadata.num_blocks} blocks of {metadata.block_size}, "
-            f"the cache has {key_cache.shape[0]} blocks of {key_cache.shape[1]}"
+            f"the metadata was built for a cache of shape {metadata.cache_shape} "
+            "[num_blocks, n_kv_heads, block_size, head_dim], "
+            f"the cache has {tuple(key_cache.shape)}; build it with this layer's key_cache"
         )
-    num_kv_heads, head_dim = key_cache.shape[2], key_cache.shape[3]
+    num_kv_heads, head_dim = key_cache.shape[1], key_cache.shape[3]
     if query.dim() != 3 or query.shape[0] != metadata.num_query_tokens or query.shape[2] != head_dim:
         raise CacheMismatch(
             f"query has shape {tuple(query.shape)}, "

@@ -2,17 +2,17 @@
 
 Layout: one tensor for all layers,
 
-    kv: [num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim]      (index 0 = keys, 1 = values)
+    kv: [num_layers, 2, num_blocks, num_kv_heads, block_size, head_dim]      (index 0 = keys, 1 = values)
 
 Why this layout:
-- a block is one contiguous run of `block_size * num_kv_heads * head_dim` numbers per layer and per
-  K/V, so reading a sequence by its block table is a row gather (`index_select`) on the view
-  `[num_blocks, block_size * num_kv_heads * head_dim]`, one memcpy per block;
-- the slot of a token, `block_id * block_size + offset`, is a flat row index of the view
-  `[num_blocks * block_size, num_kv_heads, head_dim]`, so writing the K/V of many tokens of many
-  sequences at once is one `index_copy_` per layer driven by the slot mapping;
+- a block is one contiguous run of `num_kv_heads * block_size * head_dim` numbers per layer and per
+  K/V, and inside it each KV head's `block_size` keys are one contiguous `[block_size, head_dim]`
+  tile; the attention gathers those tiles by block table straight into `[seqs, n_kv_heads, tokens,
+  head_dim]`, where each (sequence, head) is a plain matrix that `bmm` / SDPA read without a copy;
 - the block id is the same axis for every layer and for K and V, so carrying out the manager's
-  copy-on-write list is a single indexed copy over the whole model (`copy_blocks`).
+  copy-on-write list is a single indexed copy over the whole model (`copy_blocks`);
+- a token's slot, `block_id * block_size + offset`, names (block, offset), so writing the K/V of many
+  tokens of many sequences at once is one indexed assignment per layer driven by the slot mapping.
 
 Invariant: slot `s` of layer `l` holds the K/V of the token that the block manager mapped to `s`, for
 every token that has been written; the store never decides which slots are live (the manager does),
@@ -57,9 +57,9 @@ class PagedKVCache:
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
         # zeros, not empty: masked-out slots must stay finite (0 * NaN would poison attention).
-        # kv: [num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim]
+        # kv: [num_layers, 2, num_blocks, num_kv_heads, block_size, head_dim]
         self.kv = torch.zeros(
-            (num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim), dtype=dtype, device=device
+            (num_layers, 2, num_blocks, num_kv_heads, block_size, head_dim), dtype=dtype, device=device
         )
 
     @property
@@ -84,11 +84,11 @@ class PagedKVCache:
         return self.kv.numel() * self.kv.element_size()
 
     def key_cache(self, layer: int) -> torch.Tensor:
-        """Keys of one layer (a view): [num_blocks, block_size, num_kv_heads, head_dim]."""
+        """Keys of one layer (a view): [num_blocks, num_kv_heads, block_size, head_dim]."""
         return self.kv[self._check_layer(layer), 0]
 
     def value_cache(self, layer: int) -> torch.Tensor:
-        """Values of one layer (a view): [num_blocks, block_size, num_kv_heads, head_dim]."""
+        """Values of one layer (a view): [num_blocks, num_kv_heads, block_size, head_dim]."""
         return self.kv[self._check_layer(layer), 1]
 
     def write(self, layer: int, slot_mapping: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
@@ -100,9 +100,11 @@ class PagedKVCache:
         expected = (slot_mapping.shape[0], self.num_kv_heads, self.head_dim)
         for name, tensor in (("key", key), ("value", value)):
             self._check_tensor(name, tensor, expected)
-        flat = (self.num_slots, self.num_kv_heads, self.head_dim)
-        self.key_cache(layer).view(flat).index_copy_(0, slot_mapping, key)
-        self.value_cache(layer).view(flat).index_copy_(0, slot_mapping, value)
+        block_ids = torch.div(slot_mapping, self.block_size, rounding_mode="floor")
+        offsets = slot_mapping - block_ids * self.block_size
+        # cache[block_ids, :, offsets]: [num_tokens, num_kv_heads, head_dim], the layout of key / value
+        self.key_cache(layer)[block_ids, :, offsets] = key
+        self.value_cache(layer)[block_ids, :, offsets] = value
 
     def copy_blocks(self, pairs: Iterable[tuple[int, int]]) -> None:
         """Carry out copy-on-write: block `dst` becomes a copy of block `src`, in every layer, K and V.
@@ -139,8 +141,9 @@ class PagedKVCache:
         self.check_block_ids(ids, what="block table entry")
         index = torch.tensor(ids, dtype=torch.long, device=self.device)
         shape = (needed * self.block_size, self.num_kv_heads, self.head_dim)
-        key = self.key_cache(layer).index_select(0, index).view(shape)[:num_tokens]
-        value = self.value_cache(layer).index_select(0, index).view(shape)[:num_tokens]
+        # [needed, n_kv_heads, block_size, head_dim] -> [needed * block_size, n_kv_heads, head_dim]
+        key = self.key_cache(layer).index_select(0, index).transpose(1, 2).reshape(shape)[:num_tokens]
+        value = self.value_cache(layer).index_select(0, index).transpose(1, 2).reshape(shape)[:num_tokens]
         return key, value
 
     def check_block_ids(self, block_ids: Iterable[int], what: str = "block id") -> None:
