@@ -23,22 +23,29 @@ one contiguous `[tokens, head_dim]` matrix per (sequence, KV head) pair, which `
   chunk by chunk. A pair longer than a chunk is split along its tokens (its output accumulates
   with `baddbmm_`). The softmax sees complete rows, so no log-sum-exp merging is needed and the
   result is exact softmax attention.
+- Decode with the "numba" backend (the default when Numba is installed and the tensors are float32 /
+  float64 on the CPU): `pagedkv.tensors.numba_decode` reads each tile in place inside the attention
+  loop, which removes the copy that the plain-PyTorch path cannot avoid.
 
-Both compute the same function as contiguous SDPA, so they agree with it to rounding. Everything that
-depends only on the block tables and lengths (groups, gather indices, chunks, masks) lives in
-`AttentionMetadata`, built once per engine step and reused by every layer.
+All paths compute the same function as contiguous SDPA, so they agree with it to rounding. Everything
+that depends only on the block tables and lengths (groups, gather indices, chunks, masks, the
+kernel's decode batch) lives in `AttentionMetadata`, built once per engine step and reused by every
+layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from itertools import accumulate
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 
 from pagedkv.errors import InvalidArgument
-from pagedkv.tensors.errors import BlockOutOfRange, CacheMismatch
+from pagedkv.tensors.errors import BackendUnavailable, BlockOutOfRange, CacheMismatch
 
 WORKSPACE_BYTES = 16 * 2**20
 """Budget for the padded K and V of one group: prefill gathers a group whole into a workspace of this
@@ -106,6 +113,16 @@ class _Group:
         return allowed
 
 
+@dataclass(frozen=True)
+class _DecodeBatch:
+    """Every decode sequence of the step (query_len 1), for the kernel that reads blocks in place:
+    it needs no groups or chunks, so one call serves them all."""
+
+    rows: torch.Tensor  # [seqs] long: the sequence's row of the packed query
+    block_table: torch.Tensor  # [seqs, most blocks] long: used blocks, padded with the first one
+    context_lens: torch.Tensor  # [seqs] long
+
+
 class AttentionMetadata:
     """Per-step description of a batch for `paged_attention`: who attends to which blocks.
 
@@ -114,9 +131,14 @@ class AttentionMetadata:
     """
 
     def __init__(
-        self, groups: list[_Group], num_query_tokens: int, cache_shape: tuple[int, int, int, int]
+        self,
+        groups: list[_Group],
+        num_query_tokens: int,
+        cache_shape: tuple[int, int, int, int],
+        decode_batch: _DecodeBatch | None = None,
     ) -> None:
         self.groups = groups
+        self.decode_batch = decode_batch  # None: no decode sequence in the step
         self.num_query_tokens = num_query_tokens
         self.cache_shape = cache_shape  # [num_blocks, n_kv_heads, block_size, head_dim]
         self.num_blocks, _, self.block_size, _ = cache_shape
@@ -172,7 +194,8 @@ class AttentionMetadata:
             groups.append(group)
             query_start = group.query_end
             start = end
-        return cls(groups, query_start, (num_blocks, num_kv_heads, block_size, head_dim))
+        decode_batch = _make_decode_batch(tables, contexts, queries, block_size, key_cache.device)
+        return cls(groups, query_start, (num_blocks, num_kv_heads, block_size, head_dim), decode_batch)
 
     def workspace(self, row_numel: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reusable gather buffers ([workspace_rows, row_numel], K and V): made once, shared by all layers."""
@@ -192,6 +215,7 @@ def paged_attention(
     *,
     scale: float | None = None,
     sliding_window: int | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Attention of packed queries over paged K/V.
 
@@ -200,20 +224,69 @@ def paged_attention(
     [num_blocks, n_kv_heads, block_size, head_dim] with n_heads a multiple of n_kv_heads.
     scale: multiplies q @ k (default 1 / sqrt(head_dim), as SDPA).
     sliding_window: a query at position p sees keys p - sliding_window + 1 .. p (HF's convention).
+    backend: how decode runs. "numba": the kernel that reads blocks in place
+    (`pagedkv.tensors.numba_decode`; raises BackendUnavailable without Numba or for tensors it does
+    not handle); "torch": the plain-PyTorch split-K path; "auto": "numba" when it can serve the call,
+    else "torch". Prefill always runs on PyTorch's SDPA.
     Returns [num_query_tokens, n_heads, head_dim].
     """
     _check_inputs(query, key_cache, value_cache, metadata)
+    numba_decode = _numba_decode(backend, query, key_cache, value_cache)
     num_blocks, num_kv_heads, block_size, head_dim = key_cache.shape
+    scale = head_dim**-0.5 if scale is None else scale
+    out = torch.empty_like(query, memory_format=torch.contiguous_format)
+    batch = metadata.decode_batch
+    if numba_decode is not None and batch is not None:  # every decode sequence in one call
+        numba_decode(
+            query, key_cache, value_cache, batch.rows, batch.block_table, batch.context_lens,
+            scale, sliding_window, out,
+        )  # fmt: skip
     tile_shape = (num_blocks * num_kv_heads, block_size * head_dim)
     key_tiles = key_cache.reshape(tile_shape)  # one row per (block, KV head) tile
     value_tiles = value_cache.reshape(tile_shape)
     workspace = metadata.workspace(block_size * head_dim, key_cache)
-    scale = head_dim**-0.5 if scale is None else scale
-    out = torch.empty_like(query)
     for group in metadata.groups:
+        if group.chunks and numba_decode is not None:
+            continue  # served by the kernel above
         attend = _decode if group.chunks else _prefill
         attend(query, (key_tiles, value_tiles), workspace, group, num_kv_heads, scale, sliding_window, out)
     return out
+
+
+BACKENDS = ("auto", "torch", "numba")
+
+
+def _numba_decode(
+    backend: str, query: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor
+) -> Callable[..., None] | None:
+    """The Numba decode function if `backend` selects it for these tensors, None for the torch path."""
+    if backend not in BACKENDS:
+        raise InvalidArgument(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    if backend == "torch":
+        return None
+    module = _import_numba_decode()
+    if module is None:
+        if backend == "numba":
+            raise BackendUnavailable(
+                "backend='numba' needs the numba package: pip install numba (or use backend='auto')"
+            )
+        return None
+    reason = module.supports(query, key_cache, value_cache)
+    if reason is not None:
+        if backend == "numba":
+            raise BackendUnavailable(f"backend='numba' cannot serve this call: {reason}; use backend='auto'")
+        return None
+    return module.decode
+
+
+@cache
+def _import_numba_decode() -> ModuleType | None:
+    """pagedkv.tensors.numba_decode, or None when Numba is not installed (imported once: it is slow)."""
+    try:
+        from pagedkv.tensors import numba_decode
+    except ImportError:
+        return None
+    return numba_decode
 
 
 def _prefill(
@@ -379,6 +452,27 @@ def _make_group(
         query_pos=as_tensor(query_pos),
         unmasked=max_q == 1 and all(contexts[i] == blocks * block_size for i in range(start, end)),
         chunks=_decode_chunks(tiles, blocks, geometry, decode_chunk_bytes) if max_q == 1 else [],
+    )
+
+
+def _make_decode_batch(
+    tables: list[list[int]], contexts: list[int], queries: list[int], block_size: int, device: torch.device
+) -> _DecodeBatch | None:
+    decode = [i for i, query in enumerate(queries) if query == 1]
+    if not decode:
+        return None
+    rows = list(accumulate(queries, initial=0))  # rows[i]: first query row of sequence i
+    used = [tables[i][: -(-contexts[i] // block_size)] for i in decode]
+    width = max(len(table) for table in used)
+    padded = [table + [table[0]] * (width - len(table)) for table in used]  # never read: past the length
+
+    def as_tensor(values: list) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=device)
+
+    return _DecodeBatch(
+        rows=as_tensor([rows[i] for i in decode]),
+        block_table=as_tensor(padded),
+        context_lens=as_tensor([contexts[i] for i in decode]),
     )
 
 

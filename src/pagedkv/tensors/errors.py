@@ -15,3 +15,8 @@ class CacheMismatch(InvalidArgument):
 
 class BlockOutOfRange(InvalidArgument, IndexError):
     """A block id or slot that points outside the block pool."""
+
+
+class BackendUnavailable(InvalidArgument):
+    """An attention backend was asked for by name but cannot serve this call (not installed, or the
+    tensors are of a kind it does not handle)."""
