@@ -20,3 +20,10 @@ class BlockOutOfRange(InvalidArgument, IndexError):
 class BackendUnavailable(InvalidArgument):
     """An attention backend was asked for by name but cannot serve this call (not installed, or the
     tensors are of a kind it does not handle)."""
+
+
+def require_positive_ints(**sizes: object) -> None:
+    """Raise `InvalidArgument` naming the first size that is not a positive int."""
+    for name, value in sizes.items():
+        if not isinstance(value, int) or value <= 0:
+            raise InvalidArgument(f"{name} must be a positive int, got {value!r}")

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from pagedkv.errors import InvalidArgument
-from pagedkv.tensors.errors import BlockOutOfRange, CacheMismatch
+from pagedkv.tensors.errors import BlockOutOfRange, CacheMismatch, require_positive_ints
 
 
 class PagedKVCache:
@@ -42,15 +42,13 @@ class PagedKVCache:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> None:
-        for name, value in (
-            ("num_layers", num_layers),
-            ("num_blocks", num_blocks),
-            ("block_size", block_size),
-            ("num_kv_heads", num_kv_heads),
-            ("head_dim", head_dim),
-        ):
-            if not isinstance(value, int) or value <= 0:
-                raise InvalidArgument(f"{name} must be a positive int, got {value!r}")
+        require_positive_ints(
+            num_layers=num_layers,
+            num_blocks=num_blocks,
+            block_size=block_size,
+            num_kv_heads=num_kv_heads,
+            head_dim=head_dim,
+        )
         self.num_layers = num_layers
         self.num_blocks = num_blocks
         self.block_size = block_size

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from pagedkv.errors import DuplicateSequence, InvalidArgument, OutOfBlocks, UnknownSequence
-from pagedkv.tensors.errors import CacheMismatch
+from pagedkv.tensors.errors import CacheMismatch, require_positive_ints
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,13 @@ class NaiveKVCache:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> None:
-        for name, value in (
-            ("max_seqs", max_seqs),
-            ("max_seq_len", max_seq_len),
-            ("num_layers", num_layers),
-            ("num_kv_heads", num_kv_heads),
-            ("head_dim", head_dim),
-        ):
-            if not isinstance(value, int) or value <= 0:
-                raise InvalidArgument(f"{name} must be a positive int, got {value!r}")
+        require_positive_ints(
+            max_seqs=max_seqs,
+            max_seq_len=max_seq_len,
+            num_layers=num_layers,
+            num_kv_heads=num_kv_heads,
+            head_dim=head_dim,
+        )
         self.max_seqs = max_seqs
         self.max_seq_len = max_seq_len
         self.num_layers = num_layers
