@@ -90,22 +90,54 @@ def _decode_kernel(q, key_cache, value_cache, rows, block_table, context_lens, w
             t4 = t0 + (t1 - t0) // 4 * 4
             # scores = qs @ keys^T, four keys at a time: four independent sums share each query load
             # (one sum at a time is bound by the latency of its adds)
-            for r in range(n_rep):
-                qr = qs[r]
-                for t in range(t0, t4, 4):
-                    k0, k1, k2, k3 = keys[t], keys[t + 1], keys[t + 2], keys[t + 3]
-                    x0, x1, x2, x3 = qr[0] * k0[0], qr[0] * k1[0], qr[0] * k2[0], qr[0] * k3[0]
+            if n_rep == 4:
+                # the common GQA case (e.g. 32 query heads over 8 KV heads): each key row is loaded
+                # once for all four query rows, two keys at a time (eight independent sums)
+                q0, q1, q2, q3 = qs[0], qs[1], qs[2], qs[3]
+                for t in range(t0, t4, 2):
+                    k0, k1 = keys[t], keys[t + 1]
+                    a0 = q0[0] * k0[0]
+                    a1 = q1[0] * k0[0]
+                    a2 = q2[0] * k0[0]
+                    a3 = q3[0] * k0[0]
+                    b0 = q0[0] * k1[0]
+                    b1 = q1[0] * k1[0]
+                    b2 = q2[0] * k1[0]
+                    b3 = q3[0] * k1[0]
                     for d in range(1, head_dim):
-                        x0 += qr[d] * k0[d]
-                        x1 += qr[d] * k1[d]
-                        x2 += qr[d] * k2[d]
-                        x3 += qr[d] * k3[d]
-                    scores[r, t], scores[r, t + 1], scores[r, t + 2], scores[r, t + 3] = x0, x1, x2, x3
+                        a0 += q0[d] * k0[d]
+                        a1 += q1[d] * k0[d]
+                        a2 += q2[d] * k0[d]
+                        a3 += q3[d] * k0[d]
+                        b0 += q0[d] * k1[d]
+                        b1 += q1[d] * k1[d]
+                        b2 += q2[d] * k1[d]
+                        b3 += q3[d] * k1[d]
+                    scores[0, t], scores[1, t], scores[2, t], scores[3, t] = a0, a1, a2, a3
+                    scores[0, t + 1], scores[1, t + 1], scores[2, t + 1], scores[3, t + 1] = b0, b1, b2, b3
                 for t in range(t4, t1):
-                    x = qr[0] * keys[t, 0]
-                    for d in range(1, head_dim):
-                        x += qr[d] * keys[t, d]
-                    scores[r, t] = x
+                    for r in range(n_rep):
+                        x = qs[r, 0] * keys[t, 0]
+                        for d in range(1, head_dim):
+                            x += qs[r, d] * keys[t, d]
+                        scores[r, t] = x
+            else:
+                for r in range(n_rep):
+                    qr = qs[r]
+                    for t in range(t0, t4, 4):
+                        k0, k1, k2, k3 = keys[t], keys[t + 1], keys[t + 2], keys[t + 3]
+                        x0, x1, x2, x3 = qr[0] * k0[0], qr[0] * k1[0], qr[0] * k2[0], qr[0] * k3[0]
+                        for d in range(1, head_dim):
+                            x0 += qr[d] * k0[d]
+                            x1 += qr[d] * k1[d]
+                            x2 += qr[d] * k2[d]
+                            x3 += qr[d] * k3[d]
+                        scores[r, t], scores[r, t + 1], scores[r, t + 2], scores[r, t + 3] = x0, x1, x2, x3
+                    for t in range(t4, t1):
+                        x = qr[0] * keys[t, 0]
+                        for d in range(1, head_dim):
+                            x += qr[d] * keys[t, d]
+                        scores[r, t] = x
             # online softmax: fold the block into (row_max, row_sum), rescaling acc when the max grows
             for r in range(n_rep):
                 block_max = row_max[r]
