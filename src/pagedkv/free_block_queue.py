@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 
 
 class FreeBlockQueue:
-    """FIFO of free block ids with O(1) `popleft`, `append` and `remove`.
+    """FIFO of free block ids with O(1) `popleft_n` (per block), `extend` (per block) and `remove`.
 
     Slot `num_blocks` of both arrays is a sentinel: `next[sentinel]` is the head and
     `prev[sentinel]` the tail, so an empty queue is the sentinel linked to itself and no
@@ -49,16 +49,6 @@ class FreeBlockQueue:
         self.num_free -= count
         return taken
 
-    def append(self, block: int) -> None:
-        """Put `block` at the tail (most recently freed)."""
-        nxt, prv, s = self._next, self._prev, self._sentinel
-        tail = prv[s]
-        nxt[tail] = block
-        prv[block] = tail
-        nxt[block] = s
-        prv[s] = block
-        self.num_free += 1
-
     def extend(self, blocks: Iterable[int]) -> None:
         """Append `blocks` in order; the first one given is the first to be reused."""
         nxt, prv, s = self._next, self._prev, self._sentinel
@@ -88,10 +78,3 @@ class FreeBlockQueue:
         while block != s:
             yield block
             block = nxt[block]
-
-    def __len__(self) -> int:
-        return self.num_free
-
-    def nbytes(self) -> int:
-        """Bytes held by the two link arrays (the queue's whole per-block cost)."""
-        return self._next.itemsize * len(self._next) + self._prev.itemsize * len(self._prev)

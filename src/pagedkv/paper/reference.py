@@ -7,6 +7,10 @@ percent of total KV capacity (Fig. 2), of blocks without sharing (Fig. 15).
 
 from __future__ import annotations
 
+from pagedkv.simulator.metrics import BREAKDOWN
+
+CATEGORIES = BREAKDOWN  # the JSON keys fig2.<system>.<category>: the simulator's breakdown, as is
+
 SYSTEMS = ("orca_max", "orca_pow2", "orca_oracle", "vllm")
 SYSTEM_LABELS = {
     "orca_max": "Orca (Max)",
@@ -14,7 +18,6 @@ SYSTEM_LABELS = {
     "orca_oracle": "Orca (Oracle)",
     "vllm": "vLLM",
 }
-CATEGORIES = ("token_states", "reservation", "internal", "external")
 CATEGORY_LABELS = {
     "token_states": "token states",
     "reservation": "reservation",
