@@ -8,9 +8,16 @@ computes on each (block, KV head) tile where it lies in the pool, as vLLM's CUDA
 Work split: one (sequence, KV head) pair per parallel iteration. A pair's `n_rep` query rows
 (the query heads that share the KV head) are scored against each `[block_size, head_dim]` key tile,
 folded into running softmax statistics (max, sum: the online softmax of FlashAttention), and the
-value tile is accumulated with the same probabilities. The next block's two tiles are prefetched
-while the current one is used, because tiles of a block table are scattered over the pool and the
-hardware prefetcher does not follow the table.
+value tile is accumulated with the same probabilities.
+
+Prefetching: tiles of a block table are scattered over the pool, so the hardware prefetcher, which
+follows addresses, not the table, streams a tile only after it has missed on it. While block j is
+used, the kernel requests block j + 1 a few key rows at a time from inside the score loop (spread out:
+one burst of 256 requests at the start of a block would wait on the core's ~16 line-fill buffers
+and stall the arithmetic), and touches the first two lines of each 4 KiB page of block j + 2, so
+the L2 streamer is already running on those pages when their turn comes. Measured on a 2-core
+AVX-512 CPU (decode, batch 32, 2k tokens): 36 ms with a burst for block j + 1, 31 ms spread,
+30 ms spread plus the page touches; contiguous SDPA on the same K/V: 26 ms.
 
 Invariant: the result is exact softmax attention over the first `context_lens[i]` tokens of each
 block table (only the window's keys when a sliding window is given); only the summation order
@@ -56,6 +63,14 @@ def _prefetch(typingctx, array, index):
     return types.void(array, index), codegen
 
 
+@numba.njit(inline="always")
+def _prefetch_rows(key_cache, value_cache, start, stop, line):
+    """Prefetch elements [start, stop) of both caches, one request per cache line."""
+    for c in range(start, stop, line):
+        _prefetch(key_cache, c)
+        _prefetch(value_cache, c)
+
+
 @numba.njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
 def _decode_kernel(q, key_cache, value_cache, rows, block_table, context_lens, window, scale, out):
     # q, out: [num_query_tokens, n_heads, head_dim]; sequence i's query is row rows[i]
@@ -65,6 +80,7 @@ def _decode_kernel(q, key_cache, value_cache, rows, block_table, context_lens, w
     n_kv_heads, block_size = key_cache.shape[1], key_cache.shape[2]
     n_rep = n_heads // n_kv_heads
     tile = block_size * head_dim
+    line, page = 64 // q.itemsize, 4096 // q.itemsize  # elements per cache line, per 4 KiB page
     for pair in numba.prange(rows.shape[0] * n_kv_heads):
         s, h = pair // n_kv_heads, pair % n_kv_heads
         acc = np.zeros((n_rep, head_dim), dtype=q.dtype)  # unnormalised output rows
@@ -79,11 +95,12 @@ def _decode_kernel(q, key_cache, value_cache, rows, block_table, context_lens, w
         first = max(length - window, 0) if window > 0 else 0
         num_blocks = (length + block_size - 1) // block_size
         for j in range(first // block_size, num_blocks):
-            if j + 1 < num_blocks:
-                start = (block_table[s, j + 1] * n_kv_heads + h) * tile
-                for c in range(0, tile, 16):
-                    _prefetch(key_cache, start + c)
-                    _prefetch(value_cache, start + c)
+            # while block j is used, block j + 1 is requested a few key rows at a time (inside the
+            # score loop below), and block j + 2 gets its first lines of each page touched
+            ahead = (block_table[s, min(j + 1, num_blocks - 1)] * n_kv_heads + h) * tile
+            further = (block_table[s, min(j + 2, num_blocks - 1)] * n_kv_heads + h) * tile
+            for c in range(0, tile, page):
+                _prefetch_rows(key_cache, value_cache, further + c, further + c + 2 * line, line)
             keys = key_cache[block_table[s, j], h]  # [block_size, head_dim], in place
             values = value_cache[block_table[s, j], h]
             t0, t1 = max(first - j * block_size, 0), min(length - j * block_size, block_size)
@@ -96,6 +113,9 @@ def _decode_kernel(q, key_cache, value_cache, rows, block_table, context_lens, w
                 q0, q1, q2, q3 = qs[0], qs[1], qs[2], qs[3]
                 for t in range(t0, t4, 2):
                     k0, k1 = keys[t], keys[t + 1]
+                    _prefetch_rows(
+                        key_cache, value_cache, ahead + t * head_dim, ahead + (t + 2) * head_dim, line
+                    )
                     a0 = q0[0] * k0[0]
                     a1 = q1[0] * k0[0]
                     a2 = q2[0] * k0[0]
@@ -126,6 +146,10 @@ def _decode_kernel(q, key_cache, value_cache, rows, block_table, context_lens, w
                     qr = qs[r]
                     for t in range(t0, t4, 4):
                         k0, k1, k2, k3 = keys[t], keys[t + 1], keys[t + 2], keys[t + 3]
+                        if r == 0:
+                            _prefetch_rows(
+                                key_cache, value_cache, ahead + t * head_dim, ahead + (t + 4) * head_dim, line
+                            )
                         x0, x1, x2, x3 = qr[0] * k0[0], qr[0] * k1[0], qr[0] * k2[0], qr[0] * k3[0]
                         for d in range(1, head_dim):
                             x0 += qr[d] * k0[d]
