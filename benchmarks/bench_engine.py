@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 
 from pagedkv.engine import Engine, random_model
+from pagedkv.engine.models import FAMILIES
 
 
 def best_seconds(fn: Callable[[], object], reps: int) -> tuple[float, object]:
@@ -57,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--family", choices=("llama", "mistral", "qwen2"), default="llama")
+    parser.add_argument("--family", choices=FAMILIES, default="llama")
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--heads", type=int, default=8)

@@ -20,6 +20,16 @@ def test_help_does_not_import_torch() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_family_choices_are_the_model_families() -> None:
+    pytest.importorskip("torch")
+    from pagedkv.cli import build_parser
+    from pagedkv.engine.models import FAMILIES
+
+    generate = build_parser()._subparsers._group_actions[0].choices["generate"]
+    (family,) = [action for action in generate._actions if action.dest == "family"]
+    assert tuple(family.choices) == FAMILIES
+
+
 def test_generate_reports_speed_usage_and_matches_hf(capsys) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")

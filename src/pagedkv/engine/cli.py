@@ -19,6 +19,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         "with seeded random weights (no download). Prints tokens/s and block usage.",
     )
     model = parser.add_argument_group("model (random weights)")
+    # engine.models.FAMILIES spelled out (importing that module needs torch); a test keeps them equal
     model.add_argument("--family", choices=("llama", "mistral", "qwen2"), default="llama")
     model.add_argument("--layers", type=int, default=4)
     model.add_argument("--hidden", type=int, default=256)

@@ -14,10 +14,10 @@ Prefetching: tiles of a block table are scattered over the pool, so the hardware
 follows addresses, not the table, streams a tile only after it has missed on it. While block j is
 used, the kernel requests block j + 1 a few key rows at a time from inside the score loop (spread out:
 one burst of 256 requests at the start of a block would wait on the core's ~16 line-fill buffers
-and stall the arithmetic), and touches the first two lines of each 4 KiB page of block j + 2, so
-the L2 streamer is already running on those pages when their turn comes. Measured on a 2-core
-AVX-512 CPU (decode, batch 32, 2k tokens): 36 ms with a burst for block j + 1, 31 ms spread,
-30 ms spread plus the page touches; contiguous SDPA on the same K/V: 26 ms.
+and stall the arithmetic), and touches the first two lines of each 4 KiB of block j + 2, so the
+L2 streamer (which works within 4 KiB pages) is already running there when its turn comes.
+Measured on a 2-core AVX-512 CPU (decode, batch 32, 2k tokens): 36 ms with a burst for block
+j + 1, 31 ms spread, 30 ms spread plus the page touches; contiguous SDPA on the same K/V: 26 ms.
 
 Invariant: the result is exact softmax attention over the first `context_lens[i]` tokens of each
 block table (only the window's keys when a sliding window is given); only the summation order
@@ -80,7 +80,7 @@ def _decode_kernel(q, key_cache, value_cache, rows, block_table, context_lens, w
     n_kv_heads, block_size = key_cache.shape[1], key_cache.shape[2]
     n_rep = n_heads // n_kv_heads
     tile = block_size * head_dim
-    line, page = 64 // q.itemsize, 4096 // q.itemsize  # elements per cache line, per 4 KiB page
+    line, page = 64 // q.itemsize, 4096 // q.itemsize  # elements per cache line, per 4 KiB
     for pair in numba.prange(rows.shape[0] * n_kv_heads):
         s, h = pair // n_kv_heads, pair % n_kv_heads
         acc = np.zeros((n_rep, head_dim), dtype=q.dtype)  # unnormalised output rows
