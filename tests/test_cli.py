@@ -62,3 +62,31 @@ def test_main_reports_a_pagedkv_error_with_exit_code_2(capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert "error" in err
     assert "block_size" in err
+
+
+def test_version_and_python_dash_m() -> None:
+    from pagedkv import __version__
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pagedkv", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"pagedkv {__version__}"
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pagedkv.demo
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pagedkv.demo, "run", interrupted)
+    assert main(["demo"]) == 130
+    captured = capsys.readouterr()
+    assert captured.err == "interrupted\n"

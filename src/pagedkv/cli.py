@@ -1,9 +1,13 @@
-"""The `pagedkv` console script: one sub-command per module.
+"""The `pagedkv` console script (and `python -m pagedkv`): one sub-command per module.
 
 Each module listed in `COMMANDS` exposes `add_command(subparsers)`, which registers its
 parser and sets `func` to the callable that runs it (returning an exit code). Modules
 keep heavy imports (matplotlib, torch) inside that callable so `pagedkv --help` stays fast
 and works without the optional extras.
+
+Exit codes, the same for every command: 0 done; 2 a user's mistake (a `PagedKVError`: one line
+on stderr naming the option or value, never a traceback); 130 interrupted by Ctrl-C (one line,
+"interrupted"; outputs are written atomically, so nothing is left half-written).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import argparse
 import importlib
 import sys
 
+from pagedkv import __version__
 from pagedkv.errors import PagedKVError
 
 COMMANDS = ("pagedkv.demo", "pagedkv.simulator.cli", "pagedkv.engine.cli", "pagedkv.paper.cli")
@@ -23,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Paged KV-cache manager (PagedAttention, Kwon et al., SOSP 2023): "
         "block manager, simulator, real KV tensors.",
     )
+    parser.add_argument("--version", action="version", version=f"pagedkv {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(name).add_command(subparsers)
@@ -40,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except PagedKVError as exc:
         print(f"pagedkv {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -30,5 +30,9 @@ class InvalidArgument(PagedKVError, ValueError):
     """A value outside its documented range (sizes, counts, positions, fractions)."""
 
 
+class UsageError(PagedKVError, ValueError):
+    """A command-line option with a value the command cannot use; the message names the flag."""
+
+
 class InvariantViolation(PagedKVError, AssertionError):
     """`check_invariants()` found inconsistent bookkeeping: a bug in pagedkv, please report it."""
