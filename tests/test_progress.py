@@ -29,3 +29,10 @@ def test_drawn_on_a_terminal_with_counts() -> None:
     out = stream.getvalue()
     assert "4/15" in out  # the total grew by 5 after 4 were done
     assert "simulating" in out
+
+
+def test_a_quick_run_draws_nothing_even_on_a_terminal() -> None:
+    stream = FakeTerminal()
+    with Progress(10, "simulating", "req", delay_s=60.0, stream=stream) as bar:
+        bar.update(5)
+    assert stream.getvalue() == ""

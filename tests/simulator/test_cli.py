@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -11,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from pagedkv.cli import main
-from pagedkv.simulator.progress import TerminalProgress
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["simulate", "--num-requests", "60", "--prompt-range", "20", "600", "--output-range", "5", "200"]
@@ -124,22 +122,22 @@ def test_simulating_imports_neither_torch_nor_matplotlib() -> None:
     assert run.stdout.strip().splitlines()[-1] == "[]"
 
 
-class _FakeTerminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
+def test_run_point_gives_one_flat_row_per_cache_with_inputs_and_metrics() -> None:
+    from pagedkv.simulator.cli import run_point
+
+    rows = run_point(["--num-requests", "40", "--caches", "naive,paged", "--rate", "3", "--seed", "2"])
+    assert [row["cache"] for row in rows] == ["naive", "paged"]
+    for row in rows:
+        assert row["rate"] == 3.0 and row["seed"] == 2 and row["num_requests"] == 40
+        assert row["prompt_range"] == "200 4000"
+        assert row["requests_finished"] == 40
+        assert all(not isinstance(value, (list, tuple, dict)) for value in row.values())
+    assert rows[1]["batch_mean"] > rows[0]["batch_mean"]  # paged runs a larger batch in equal memory
 
 
-def test_progress_bar_only_on_a_terminal_and_only_for_slow_runs() -> None:
-    piped = io.StringIO()
-    bar = TerminalProgress(piped, delay_s=0.0)
-    bar("paged", 5, 10)
-    bar.close()
-    assert piped.getvalue() == ""
-    terminal = _FakeTerminal()
-    quick = TerminalProgress(terminal, delay_s=60.0)
-    quick("paged", 5, 10)
-    assert terminal.getvalue() == ""
-    slow = TerminalProgress(terminal, delay_s=0.0)
-    slow("paged", 5, 10)
-    slow.close()
-    assert "5/10 requests" in terminal.getvalue() and terminal.getvalue().endswith("\n")
+def test_run_point_raises_usage_errors_instead_of_exiting() -> None:
+    from pagedkv.errors import UsageError
+    from pagedkv.simulator.cli import run_point
+
+    with pytest.raises(UsageError, match="--bogus"):
+        run_point(["--bogus"])

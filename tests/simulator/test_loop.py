@@ -306,3 +306,20 @@ def test_bad_configurations_are_refused() -> None:
         SimConfig(n=4, max_num_seqs=2)
     with pytest.raises(SimulationConfigError, match="unknown cache 'orca-min'"):
         standard_caches(1000, 100, kinds=["orca-min"])
+
+
+def test_on_step_sees_every_step_with_the_running_requests() -> None:
+    from pagedkv.simulator.loop import StepView
+
+    requests = synthetic_workload(20, rate=5.0, seed=1)
+    seen: list[tuple[int, int, int]] = []
+
+    def observe(view: StepView) -> None:
+        seen.append((view.step, len(view.running), len(view.waiting)))
+        for gid in view.running:
+            assert len(view.cache.sequences(gid)) == 1  # type: ignore[attr-defined]
+
+    result = simulate(requests, PagedCache(20_000, 16), on_step=observe)
+    assert [s for s, _, _ in seen] == list(range(len(result.series)))
+    assert [b for _, b, _ in seen] == result.series.batch
+    assert [q for _, _, q in seen] == result.series.queue

@@ -129,6 +129,10 @@ class ReservationCache(KVCache, Generic[Chunk]):
         self._account(group, +1)
         return group.resume_len
 
+    def placement(self, request_id: int) -> list[Chunk]:
+        """Where the running request's sequences sit (one chunk each; a copy): for viewers."""
+        return list(self._chunks[request_id])
+
     def release(self, group: Group) -> None:
         for chunk in self._chunks.pop(group.gid):
             self._give_back(chunk)

@@ -11,25 +11,36 @@ import argparse
 import json
 import os
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 DEFAULT_ROWS = 32
 DEFAULT_TRACE_MAX_SEQ_LEN = 8192
 DEFAULT_OUT = "fragmentation.png"
 
 
+_DESCRIPTION = (
+    "Serve one request list (synthetic Poisson traffic or a trace) with several KV "
+    "caches of equal memory, print where the memory goes, and plot it."
+)
+
+
 def add_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "simulate",
+        help="naive vs Orca vs paged KV caches on the same requests; writes fragmentation.png",
+        description=_DESCRIPTION,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every `pagedkv simulate` option (shared with `run_point`, so a sweep axis is any of them)."""
     from pagedkv.simulator.config import DEFAULT_STEP_TIME_S
     from pagedkv.simulator.loop import CACHE_KINDS
     from pagedkv.simulator.workload import DEFAULT_OUTPUT_RANGE, DEFAULT_PROMPT_RANGE, DEFAULT_RATE
 
-    parser = subparsers.add_parser(
-        "simulate",
-        help="naive vs Orca vs paged KV caches on the same requests; writes fragmentation.png",
-        description="Serve one request list (synthetic Poisson traffic or a trace) with several KV "
-        "caches of equal memory, print where the memory goes, and plot it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
     work = parser.add_argument_group("workload")
     work.add_argument("--trace", metavar="PATH", help="trace file (Azure CSV, Mooncake JSONL, length CSV)")
     work.add_argument(
@@ -116,18 +127,74 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         help="average the per-step metrics over steps starting in [START, END) s (default: the whole run)",
     )
     output.add_argument("--check", action="store_true", help="verify cache invariants every step (slow)")
-    parser.set_defaults(func=run)
+
+
+def run_point(argv: list[str]) -> list[dict[str, Any]]:
+    """Run `pagedkv simulate ARGV` quietly (no plot, no files, no output) and return one flat row per
+    cache: every option under its flag's name (``rate``, ``block_size``, ...), ``cache``, and every
+    number of `SimResult.summary()` (counters included). Bad options raise `PagedKVError`.
+    """
+    parser = _QuietParser(prog="pagedkv simulate", description=_DESCRIPTION)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    options = {k: v for k, v in vars(args).items() if k not in ("out", "no_plot", "json", "check")}
+    results, _, _ = _simulate(args, progress=None)
+    window = tuple(args.window) if args.window else None
+    rows = []
+    for name, result in results.items():
+        row: dict[str, Any] = {key: _scalar(value) for key, value in options.items()}
+        summary = result.summary(window)
+        row.update({key: _scalar(value) for key, value in summary.items()})
+        row["cache"] = name
+        rows.append(row)
+    return rows
+
+
+class _QuietParser(argparse.ArgumentParser):
+    """Raises `UsageError` instead of printing usage and exiting (for library callers)."""
+
+    def error(self, message: str) -> NoReturn:
+        from pagedkv.errors import UsageError
+
+        raise UsageError(message)
+
+
+def _scalar(value: Any) -> Any:
+    """Lists (ranges, windows) become a string so each row stays flat (CSV and Parquet ready)."""
+    return " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def run(args: argparse.Namespace) -> int:
-    from pagedkv.simulator.config import IterationTime, SimConfig
-    from pagedkv.simulator.loop import compare, standard_caches
-    from pagedkv.simulator.progress import TerminalProgress
+    from pagedkv.progress import Progress
     from pagedkv.simulator.report import format_table
 
     started = time.perf_counter()
     _check_writable(None if args.no_plot else args.out, "--out")
     _check_writable(args.json, "--json")
+    with Progress(None, "simulating", "req") as progress:
+        results, workload, memory = _simulate(args, progress, announce=True)
+    print()
+    window = tuple(args.window) if args.window else None
+    print(format_table(results, window))
+    if not args.no_plot:
+        from pagedkv.simulator.plot import plot_comparison
+
+        plot_comparison(results, args.out, subtitle=workload, window=window)
+        print(f"\nwrote {args.out}")
+    if args.json:
+        _write_json(args, results, workload, memory)
+        print(f"wrote {args.json}")
+    print(f"({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def _simulate(
+    args: argparse.Namespace, progress: Any, *, announce: bool = False
+) -> tuple[dict[str, Any], str, str]:
+    """Build the workload, caches and settings from `args` and run the comparison."""
+    from pagedkv.simulator.config import IterationTime, SimConfig
+    from pagedkv.simulator.loop import compare, standard_caches
+
     max_seq_len = _max_seq_len(args)
     requests, workload = _workload(args, max_seq_len)
     kv_slots = _kv_slots(args, max_seq_len)
@@ -160,27 +227,13 @@ def run(args: argparse.Namespace) -> int:
     memory = f"{kv_slots:,} KV token slots for every cache: " + "; ".join(
         f"{cache.name} {cache.describe()}" for cache in caches
     )
-    print(f"workload: {workload}")
-    print(f"memory:   {memory}")
-    print(f"engine:   {config.iteration_time.describe()}; {_sampling(config)}")
-    progress = TerminalProgress()
-    try:
-        results = compare(requests, caches, config, progress=progress)
-    finally:
-        progress.close()
-    print()
-    window = tuple(args.window) if args.window else None
-    print(format_table(results, window))
-    if not args.no_plot:
-        from pagedkv.simulator.plot import plot_comparison
-
-        plot_comparison(results, args.out, subtitle=workload, window=window)
-        print(f"\nwrote {args.out}")
-    if args.json:
-        _write_json(args, results, workload, memory)
-        print(f"wrote {args.json}")
-    print(f"({time.perf_counter() - started:.1f} s)")
-    return 0
+    if announce:
+        print(f"workload: {workload}")
+        print(f"memory:   {memory}")
+        print(f"engine:   {config.iteration_time.describe()}; {_sampling(config)}")
+    if progress is not None:
+        progress.add_total(len(caches) * len(requests))
+    return compare(requests, caches, config, progress=progress), workload, memory
 
 
 def _check_writable(path: str | None, option: str) -> None:

@@ -47,8 +47,10 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
+from pagedkv.progress import Progress
 from pagedkv.simulator.cache import KVCache
 from pagedkv.simulator.config import SimConfig, SimulationConfigError
 from pagedkv.simulator.group import Group
@@ -59,10 +61,24 @@ from pagedkv.simulator.paged import PagedCache
 from pagedkv.simulator.workload import Request
 
 CACHE_KINDS = ("naive", "orca-max", "orca-pow2", "orca-oracle", "paged")
-Progress = Callable[[str, int, int], None]
-"""Called as ``progress(cache_name, requests_finished, requests_total)`` now and then."""
-
 _PROGRESS_EVERY = 2048  # steps
+
+
+@dataclass(frozen=True, slots=True)
+class StepView:
+    """What an `on_step` observer sees at the end of a step (after its tokens are written and its
+    metrics recorded, before the requests finishing in it free their memory). Read-only: the loop
+    and the cache own everything here; an observer must not change it."""
+
+    step: int
+    time: float
+    cache: KVCache
+    running: Mapping[int, Group]  # request id -> group, in admission order
+    waiting: Sequence[Group]
+    swapped: Sequence[Group]
+
+
+StepObserver = Callable[[StepView], None]
 
 
 def standard_caches(
@@ -94,8 +110,13 @@ def compare(
     config: SimConfig | None = None,
     *,
     progress: Progress | None = None,
+    on_step: Callable[[str], StepObserver | None] | None = None,
 ) -> dict[str, SimResult]:
-    """Run every cache on the identical request list; results by cache name, in the given order."""
+    """Run every cache on the identical request list; results by cache name, in the given order.
+
+    `progress` advances by one for every request finished by any cache (its total is
+    ``len(caches) * len(requests)``); `on_step(cache_name)` gives each run's observer (or None).
+    """
     if not caches:
         raise SimulationConfigError("compare() needs at least one cache")
     capacities = {cache.capacity_slots for cache in caches}
@@ -107,7 +128,13 @@ def compare(
         raise SimulationConfigError(
             f"cache names must be distinct, got {names}; pass name=... to tell them apart"
         )
-    return {cache.name: simulate(requests, cache, config, progress=progress) for cache in caches}
+    results = {}
+    for cache in caches:
+        if progress is not None:
+            progress.set_description(f"simulating {cache.name}")
+        observer = on_step(cache.name) if on_step is not None else None
+        results[cache.name] = simulate(requests, cache, config, progress=progress, on_step=observer)
+    return results
 
 
 def simulate(
@@ -116,14 +143,19 @@ def simulate(
     config: SimConfig | None = None,
     *,
     progress: Progress | None = None,
+    on_step: StepObserver | None = None,
 ) -> SimResult:
-    """Serve `requests` (sorted by arrival) with a fresh `cache`; see the module docstring."""
+    """Serve `requests` (sorted by arrival) with a fresh `cache`; see the module docstring.
+
+    `progress` advances by one for every finished request; `on_step` is called at the end of every
+    step with a `StepView` (for recorders such as `pagedkv watch`; it slows the run down).
+    """
     config = config or SimConfig()
     _check_requests(requests)
     started = time.perf_counter()
     cache.start(config, requests)
     groups = [Group(request, config.num_seqs) for request in requests]
-    series, end_time = _run(groups, cache, config, progress)
+    series, end_time = _run(groups, cache, config, progress, on_step)
     return SimResult(
         cache=cache.name,
         capacity_slots=cache.capacity_slots,
@@ -142,14 +174,18 @@ def simulate(
 
 
 def _run(
-    groups: list[Group], cache: KVCache, config: SimConfig, progress: Progress | None
+    groups: list[Group],
+    cache: KVCache,
+    config: SimConfig,
+    progress: Progress | None,
+    on_step: StepObserver | None,
 ) -> tuple[StepSeries, float]:
     series = StepSeries()
     waiting: deque[Group] = deque()
     swapped: deque[Group] = deque()
     running: dict[int, Group] = {}
     finishing: list[tuple[int, int, int, Group]] = []  # (finish step, request id, epoch, group)
-    total, arrived, finished = len(groups), 0, 0
+    total, arrived, finished, reported = len(groups), 0, 0, 0
     step, clock = 0, 0.0
     num_seqs = base_sum = 0  # running sequences; sum of their `base`, so sum of lengths = n*step + base_sum
     blocked: tuple[Group | None, int] = (None, -1)  # queue head that did not fit, and `releases` then
@@ -224,6 +260,8 @@ def _run(
         record[7](saved)
         if config.check_invariants:
             cache.check(step)
+        if on_step is not None:
+            on_step(StepView(step, clock, cache, running, waiting, swapped))
 
         duration = iteration_time(num_seqs, prefill, num_seqs * step + base_sum)
         if not duration > 0:
@@ -243,9 +281,10 @@ def _run(
         clock += duration
         step += 1
         if progress is not None and step % _PROGRESS_EVERY == 0:
-            progress(cache.name, finished, total)
+            progress.update(finished - reported)
+            reported = finished
     if progress is not None:
-        progress(cache.name, finished, total)
+        progress.update(finished - reported)
     return series, clock
 
 

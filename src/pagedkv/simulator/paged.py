@@ -108,6 +108,10 @@ class PagedCache(KVCache):
     def saved_slots(self) -> int:
         return (self.logical_blocks - self.num_blocks + self.bm.num_free_blocks) * self.block_size
 
+    def sequences(self, request_id: int) -> list[int]:
+        """The `BlockManager` sequence ids of a running request's sequences (a copy): for viewers."""
+        return list(self._seqs[request_id])
+
     def check_fits(self, request: Request, num_seqs: int) -> None:
         needed = self.blocks_for(request.prompt_len, request.total_len, num_seqs)
         if not self.bm.can_allocate(needed * self.block_size):  # called by `start`: the pool is empty
