@@ -11,7 +11,13 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, NoReturn
+
+from pagedkv.simulator.cache import KVCache
+from pagedkv.simulator.config import IterationTime, SimConfig
+from pagedkv.simulator.loop import compare, standard_caches
+from pagedkv.simulator.workload import Request
 
 DEFAULT_ROWS = 32
 DEFAULT_TRACE_MAX_SEQ_LEN = 8192
@@ -37,6 +43,23 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every `pagedkv simulate` option (shared with `run_point`, so a sweep axis is any of them)."""
+    add_run_arguments(parser)
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", default=DEFAULT_OUT, metavar="PATH", help="the plot (PNG)")
+    output.add_argument("--no-plot", action="store_true", help="do not draw the plot")
+    output.add_argument("--json", metavar="PATH", help="write every metric (summaries and per-step series)")
+    output.add_argument(
+        "--window",
+        type=float,
+        nargs=2,
+        metavar=("START", "END"),
+        help="average the per-step metrics over steps starting in [START, END) s (default: the whole run)",
+    )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The workload, memory and engine options: what is simulated (`build_run` reads them), shared by
+    every command that runs the simulator (simulate, watch, sweep)."""
     from pagedkv.simulator.config import DEFAULT_STEP_TIME_S
     from pagedkv.simulator.loop import CACHE_KINDS
     from pagedkv.simulator.workload import DEFAULT_OUTPUT_RANGE, DEFAULT_PROMPT_RANGE, DEFAULT_RATE
@@ -114,19 +137,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     engine.add_argument("--max-num-seqs", type=int, help="most sequences running at once (default: no limit)")
     engine.add_argument("--max-time", type=float, help="stop at this simulated time (s)")
+    engine.add_argument("--check", action="store_true", help="verify cache invariants every step (slow)")
 
-    output = parser.add_argument_group("output")
-    output.add_argument("--out", default=DEFAULT_OUT, metavar="PATH", help="the plot (PNG)")
-    output.add_argument("--no-plot", action="store_true", help="do not draw the plot")
-    output.add_argument("--json", metavar="PATH", help="write every metric (summaries and per-step series)")
-    output.add_argument(
-        "--window",
-        type=float,
-        nargs=2,
-        metavar=("START", "END"),
-        help="average the per-step metrics over steps starting in [START, END) s (default: the whole run)",
-    )
-    output.add_argument("--check", action="store_true", help="verify cache invariants every step (slow)")
+
+@dataclass(frozen=True)
+class Run:
+    """One simulation as the options describe it: the identical requests for every cache, and the caches."""
+
+    requests: list[Request]
+    caches: list[KVCache]
+    config: SimConfig
+    workload: str  # one line: what was loaded or generated, cut or dropped
+    memory: str  # one line: the KV slots every cache gets and how each lays them out
 
 
 def run_point(argv: list[str]) -> list[dict[str, Any]]:
@@ -138,7 +160,8 @@ def run_point(argv: list[str]) -> list[dict[str, Any]]:
     add_arguments(parser)
     args = parser.parse_args(argv)
     options = {k: v for k, v in vars(args).items() if k not in ("out", "no_plot", "json", "check")}
-    results, _, _ = _simulate(args, progress=None)
+    built = build_run(args)
+    results = compare(built.requests, built.caches, built.config)
     window = tuple(args.window) if args.window else None
     rows = []
     for name, result in results.items():
@@ -171,8 +194,13 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     _check_writable(None if args.no_plot else args.out, "--out")
     _check_writable(args.json, "--json")
-    with Progress(None, "simulating", "req") as progress:
-        results, workload, memory = _simulate(args, progress, announce=True)
+    built = build_run(args)
+    print(f"workload: {built.workload}")
+    print(f"memory:   {built.memory}")
+    print(f"engine:   {built.config.iteration_time.describe()}; {_sampling(built.config)}")
+    with Progress(len(built.caches) * len(built.requests), "simulating", "req") as progress:
+        results = compare(built.requests, built.caches, built.config, progress=progress)
+    workload, memory = built.workload, built.memory
     print()
     window = tuple(args.window) if args.window else None
     print(format_table(results, window))
@@ -188,13 +216,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulate(
-    args: argparse.Namespace, progress: Any, *, announce: bool = False
-) -> tuple[dict[str, Any], str, str]:
-    """Build the workload, caches and settings from `args` and run the comparison."""
-    from pagedkv.simulator.config import IterationTime, SimConfig
-    from pagedkv.simulator.loop import compare, standard_caches
-
+def build_run(args: argparse.Namespace) -> Run:
+    """The requests, caches and settings the options of `add_run_arguments` describe."""
     max_seq_len = _max_seq_len(args)
     requests, workload = _workload(args, max_seq_len)
     kv_slots = _kv_slots(args, max_seq_len)
@@ -227,13 +250,7 @@ def _simulate(
     memory = f"{kv_slots:,} KV token slots for every cache: " + "; ".join(
         f"{cache.name} {cache.describe()}" for cache in caches
     )
-    if announce:
-        print(f"workload: {workload}")
-        print(f"memory:   {memory}")
-        print(f"engine:   {config.iteration_time.describe()}; {_sampling(config)}")
-    if progress is not None:
-        progress.add_total(len(caches) * len(requests))
-    return compare(requests, caches, config, progress=progress), workload, memory
+    return Run(requests, caches, config, workload, memory)
 
 
 def _check_writable(path: str | None, option: str) -> None:
