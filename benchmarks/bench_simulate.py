@@ -58,8 +58,8 @@ def bench_azure(trace: Path, repeat: int) -> None:
         )
         total = time.perf_counter() - start
         parts = ", ".join(
-            f"{name} {r.wall_s:.2f} s ({len(r.series):,} steps, {sum(r.series.batch):,} tokens, "
-            f"{1e6 * r.wall_s / sum(r.series.batch):.2f} us/token)"
+            f"{name} {r.wall_s:.2f} s ({r.totals.steps:,} steps, {r.totals.batch:,} tokens, "
+            f"{1e6 * r.wall_s / r.totals.batch:.2f} us/token)"
             for name, r in results.items()
         )
         print(f"  run {run + 1}: {total:.2f} s total = load {load_s:.2f} s + {parts}")

@@ -103,6 +103,13 @@ class BlockManager:
         needed, _ = self._plan_allocation(num_tokens, token_ids)
         return needed <= self._free.num_free - self._watermark_blocks
 
+    def cached_prefix(self, token_ids: SequenceABC[int]) -> int:
+        """How many leading tokens of `token_ids` `allocate` would find in the prefix cache now (whole
+        blocks; 0 without prefix caching). Allocates nothing: a scheduler asks it to size a prompt chunk."""
+        if self._cache is None:
+            return 0
+        return len(self._cache.match(list(token_ids)).blocks) * self.block_size
+
     def allocate(self, seq_id: Hashable, tokens: Tokens) -> int:
         """Give a new sequence blocks for all its tokens (its prompt).
 

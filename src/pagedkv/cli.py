@@ -18,13 +18,15 @@ import sys
 
 from pagedkv import __version__
 from pagedkv.errors import PagedKVError
+from pagedkv.options import Formatter, Parser
 
 COMMANDS = ("pagedkv.demo", "pagedkv.simulator.cli", "pagedkv.engine.cli", "pagedkv.paper.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="pagedkv",
+        formatter_class=Formatter,
         description="Paged KV-cache manager (PagedAttention, Kwon et al., SOSP 2023): "
         "block manager, simulator, real KV tensors.",
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import subprocess
 import sys
@@ -15,14 +17,24 @@ REPO = Path(__file__).resolve().parents[2]
 SMALL = ["simulate", "--num-requests", "60", "--prompt-range", "20", "600", "--output-range", "5", "200"]
 
 
-def test_writes_plot_json_and_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out, metrics = tmp_path / "frag.png", tmp_path / "metrics.json"
-    assert main([*SMALL, "--out", str(out), "--json", str(metrics)]) == 0
+def test_writes_plot_json_csv_and_prints_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, metrics, table = tmp_path / "frag.png", tmp_path / "metrics.json", tmp_path / "requests.csv"
+    assert main([*SMALL, "--out", str(out), "--json", str(metrics), "--csv", str(table)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
     text = capsys.readouterr().out
     assert "25,600 KV token slots for every cache" in text  # 32 rows x (600 + 200)
-    for label in ("token states", "internal fragmentation", "external fragmentation & other", "orca-pow2"):
+    for label in (
+        "token states",
+        "internal fragmentation",
+        "free (no demand)",
+        "TTFT p50 / p99",
+        "orca-pow2",
+    ):
         assert label in text
+    assert f"wrote {out}" in text and f"wrote {metrics}" in text and f"wrote {table}" in text
+    assert "scheduler: vLLM V1 order, max_num_seqs no limit, no token budget" in text
     document = json.loads(metrics.read_text())
     assert list(document["caches"]) == ["naive", "orca-max", "orca-pow2", "orca-oracle", "paged"]
     paged = document["caches"]["paged"]
@@ -30,41 +42,151 @@ def test_writes_plot_json_and_prints_the_table(tmp_path: Path, capsys: pytest.Ca
     assert len(paged["series"]["held"]) == paged["summary"]["steps"]
     assert paged["summary"]["requests_finished"] == 60
     assert len(paged["requests"]["latency_s"]) == 60
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == 5 * 60 and rows[0]["cache"] == "naive" and rows[-1]["cache"] == "paged"
+    paged_rows = [row for row in rows if row["cache"] == "paged"]
+    assert [float(row["e2e_s"]) for row in paged_rows] == pytest.approx(
+        paged["requests"]["latency_s"], abs=1e-5
+    )
+    e2e = sorted(float(row["e2e_s"]) for row in paged_rows)
+    assert paged["summary"]["e2e_s_p50"] == pytest.approx((e2e[29] + e2e[30]) / 2, abs=1e-5)
 
 
 def test_trace_with_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fixture = Path(__file__).parent / "fixtures" / "mooncake.jsonl"
     args = ["simulate", "--trace", str(fixture), "--caches", "naive,paged", "--prefix-caching", "--no-plot"]
-    assert main([*args, "--preemption", "swap", "--n", "2", "--max-seq-len", "1024", "--rows", "4"]) == 0
+    assert main([*args, "--preemption", "swap", "-n", "2", "--max-seq-len", "1024", "--rows", "4"]) == 0
     text = capsys.readouterr().out
     assert "(mooncake, timestamps from the trace); 2 truncated to max_seq_len" in text
     assert "parallel sampling, n = 2" in text
+    assert "note:" not in text  # Mooncake prompts carry prefix ids: prefix caching applies
+
+
+def test_a_token_budget_and_the_v0_scheduler_from_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main([*SMALL, "--no-plot", "--caches", "paged", "--max-num-batched-tokens", "512"]) == 0
+    text = capsys.readouterr().out
+    assert "vLLM V1, max_num_seqs 256, 512 tokens a step: decodes first, then prompt chunks" in text
+    assert (
+        main(
+            [*SMALL, "--no-plot", "--caches", "paged", "--max-num-batched-tokens", "800", "--scheduler", "v0"]
+        )
+        == 0
+    )
+    assert "separate prefill steps (decodes wait), whole prompts" in capsys.readouterr().out
+
+
+def test_prefix_caching_on_a_workload_without_prefix_ids_is_noted(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*SMALL, "--no-plot", "--caches", "paged", "--enable-prefix-caching"]) == 0
+    assert "note:      --enable-prefix-caching: this workload says nothing of shared prefixes" in (
+        capsys.readouterr().out
+    )
 
 
 BAD_INPUTS = [
-    (["--rate", "0"], "rate=0.0"),
-    (["--rate", "-3"], "rate=-3.0"),
-    (["--max-seq-len", "0"], "--max-seq-len 0"),
+    (["--rate", "0"], "argument --rate: must be a number > 0, got '0'"),
+    (["--rate", "-3"], "argument --rate: must be a number > 0, got '-3'"),
+    (["--num-requests", "0"], "argument --num-requests: must be an integer >= 1, got '0'"),
+    (["--step-time", "0"], "argument --step-time: must be a number > 0, got '0'"),
+    (["--max-seq-len", "0"], "argument --max-model-len/--max-seq-len: must be an integer >= 1"),
+    (["--max-model-len", "1"], "--max-model-len 1: a sequence needs at least one prompt and one output"),
     (["--kv-slots", "100"], "smaller than one naive row"),
     (["--caches", "paged", "--kv-slots", "500"], "the pool is smaller than one request"),
-    (["--caches", "naive,bogus"], "unknown cache 'bogus'"),
-    (["--n", "0"], "n=0"),
-    (["--n", "2", "--beam-width", "2"], "not both"),
-    (["--step-time", "0"], "base_s=0.0"),
-    (["--json", "/nonexistent-dir/x.json"], "does not exist"),
-    (["--trace", "/nonexistent-dir/trace.csv"], "cannot read the trace"),
+    (["--caches", ""], "--caches '': name at least one of naive, orca-max"),
+    (["--caches", "naive,bogus"], "--caches: unknown cache 'bogus'"),
+    (["--n", "0"], "argument -n/--n: must be an integer >= 1, got '0'"),
+    (["--n", "2", "--beam-width", "2"], "--n 2 and --beam-width 2: choose sampling or beam search"),
+    (["--prompt-range", "50", "10"], "--prompt-range 50 10: LO must not exceed HI"),
+    (["--json", "/nonexistent-dir/x.json"], "--json /nonexistent-dir/x.json: the folder /nonexistent-dir"),
+    (["--trace", "/nonexistent-dir/trace.csv"], "--prompt-range sets synthetic lengths; with --trace"),
     (["--window", "5000", "6000"], "contains no step"),
+    (["--window", "10", "5"], "--window 10 5: START must be before END"),
+    (["--swap-slots", "100"], "--swap-slots sizes the swap pool of --preemption-mode swap"),
+    (["--format", "azure"], "--format applies to --trace files"),
+    (["--caches", "naive", "--block-size", "32"], "--block-size applies to the paged cache"),
+    (["--beam-prune-prob", "0.2"], "--beam-prune-prob applies to beam search"),
+    (["--max-num-batched-tokens", "64", "--max-num-seqs", "128"], "must be >= --max-num-seqs 128"),
+    (["--scheduler", "v0", "--enable-chunked-prefill"], "the v0 scheduler never chunks prompts"),
+    (
+        ["--max-num-batched-tokens", "256", "--no-enable-chunked-prefill"],
+        "max_num_batched_tokens is 256 and prompts are not chunked",
+    ),
+    (["--num-blocks", str(10**12)], "--num-blocks 1,000,000,000,000: a paged pool of"),
+    (["--rows", str(10**8)], "--rows 100,000,000: a paged pool of 5,000,000,000 blocks would need about"),
+    (["--prompt-range", "1", "1000000000"], "would need about"),
 ]
 
 
 @pytest.mark.parametrize(("args", "message"), BAD_INPUTS)
-def test_bad_input_exits_2_with_a_message(
+def test_bad_input_exits_2_with_one_line_naming_the_flag(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([*SMALL, "--no-plot", *args]) == 2
-    err = capsys.readouterr().err
+    with contextlib.suppress(SystemExit):  # argparse's own checks exit 2 from inside parsing
+        assert main([*SMALL, "--no-plot", *args]) == 2
+    captured = capsys.readouterr()
+    err = captured.err
     assert err.startswith("pagedkv simulate: error:") and message in err, err
-    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    if "contains no step" not in message:
+        assert "workload:" not in captured.out  # refused before any work
+
+
+@pytest.mark.parametrize(
+    ("flag", "path", "message"),
+    [
+        ("--out", "{tmp}", ": is a folder; give a file name inside it"),
+        ("--out", "{tmp}/plot.txt", "unsupported file type '.txt'; use one of .png, .svg, .pdf"),
+        ("--out", "{tmp}/missing/plot.png", "does not exist; create it first"),
+        ("--csv", "{tmp}/missing/r.csv", "does not exist; create it first"),
+    ],
+)
+def test_output_paths_are_checked_before_the_run(
+    tmp_path: Path, flag: str, path: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*SMALL, flag, path.format(tmp=tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"pagedkv simulate: error: {flag} ") and message in captured.err
+    assert captured.out == ""  # nothing simulated
+
+
+def test_ctrl_c_while_writing_keeps_the_old_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "frag.png"
+    out.write_bytes(b"the good plot")
+
+    def interrupted_save(self: Figure, path: object, **kwargs: object) -> None:
+        Path(str(path)).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", interrupted_save)
+    assert main([*SMALL, "--caches", "paged", "--out", str(out)]) == 130
+    assert capsys.readouterr().err.endswith("interrupted\n")
+    assert out.read_bytes() == b"the good plot"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frag.png"]
+
+
+def test_without_matplotlib_the_plot_is_refused_before_simulating() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['matplotlib'] = None\n"
+        "from pagedkv.cli import main\n"
+        "sys.exit(main(['simulate', '--num-requests', '20']))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert run.returncode == 2
+    assert "the plot needs matplotlib, which is not installed" in run.stderr and run.stdout == ""
+
+
+def test_help_shows_each_default_once(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: fragmentation.png)" in text and text.count("(default: 0.05)") == 1
+    assert "(default: None)" not in text
 
 
 @pytest.mark.parametrize(
@@ -91,14 +213,14 @@ def test_simulate_py_is_the_same_command_and_never_shows_a_traceback(tmp_path: P
         [sys.executable, str(REPO / "simulate.py"), "--rate", "0"], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2
-    assert "rate=0.0" in bad.stderr and "Traceback" not in bad.stderr
+    assert "argument --rate: must be a number > 0" in bad.stderr and "Traceback" not in bad.stderr
     usage = subprocess.run(
         [sys.executable, str(REPO / "simulate.py"), "--block-size", "many"],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert usage.returncode == 2 and "invalid int value" in usage.stderr and "Traceback" not in usage.stderr
+    assert usage.returncode == 2 and "got 'many'" in usage.stderr and "Traceback" not in usage.stderr
     good = subprocess.run(
         [sys.executable, str(REPO / "simulate.py"), *SMALL[1:], "--caches", "naive,paged", "--no-plot"],
         capture_output=True,

@@ -135,10 +135,10 @@ def test_event_driven_loop_matches_token_by_token_replay(block_size: int, waterm
     )
     held, tokens, batch, queue, finish = _token_by_token(requests, num_blocks, block_size, watermark, 0.02)
     assert result.counters["preemptions_recompute"] > 0  # the comparison covers preemption
-    assert result.series.held == held
-    assert result.series.tokens == tokens
-    assert result.series.batch == batch
-    assert result.series.queue == queue
+    assert list(result.series.held) == held
+    assert list(result.series.tokens) == tokens
+    assert list(result.series.batch) == batch
+    assert list(result.series.queue) == queue
     assert result.finish_step == finish
 
 
@@ -175,8 +175,8 @@ def test_full_swap_pool_falls_back_to_recompute() -> None:
 def test_parallel_samples_share_the_prompt_blocks() -> None:
     request = Request(0, 0.0, prompt_len=100, output_len=40)  # 6 full prompt blocks of 16
     result = simulate([request], PagedCache(4000, 16), SimConfig(n=3, check_invariants=True))
-    assert result.series.batch == [3] * 40
-    assert result.series.saved == [2 * 6 * 16] * 40  # two extra sequences, six shared blocks each
+    assert list(result.series.batch) == [3] * 40
+    assert list(result.series.saved) == [2 * 6 * 16] * 40  # two extra sequences, six shared blocks each
     assert result.counters["cow_copies"] == 2  # the partly filled prompt block, copied by two samples
     # the six full prompt blocks are stored once; each sample owns a copy of the prompt's last 4
     # tokens (copy-on-write) and its own 40 output tokens
@@ -192,13 +192,15 @@ def test_beam_search_shares_blocks_beyond_the_prompt() -> None:
     # beams also share the output their common ancestors generated, so they save more than samples
     assert beams.summary()["sharing_savings_pct"] > samples.summary()["sharing_savings_pct"] + 5.0
     never_pruned = simulate(requests, PagedCache(40_000), SimConfig(beam_width=4, beam_prune_prob=0.0))
-    assert never_pruned.series.saved == samples.series.saved  # no forks: exactly parallel sampling
+    assert list(never_pruned.series.saved) == list(
+        samples.series.saved
+    )  # no forks: exactly parallel sampling
 
 
 def test_sampling_in_naive_and_orca_takes_a_row_or_chunk_per_sequence() -> None:
     request = Request(0, 0.0, prompt_len=100, output_len=40)
     result = simulate([request], NaiveCache(4000, 200), SimConfig(n=3))
-    assert result.series.held == [3 * 200] * 40 and result.series.saved == [0] * 40
+    assert list(result.series.held) == [3 * 200] * 40 and list(result.series.saved) == [0] * 40
 
 
 # --- prefix caching ------------------------------------------------------------------------------
@@ -277,8 +279,8 @@ def test_iteration_time_model_sees_batch_prefill_and_context() -> None:
 
     requests = _small(40, seed=8)
     result = simulate(requests, PagedCache(30_000), SimConfig(iteration_time=model))
-    assert [b for b, _, _ in seen] == result.series.batch
-    assert [c for _, _, c in seen] == result.series.tokens  # no sharing: context = tokens held
+    assert [b for b, _, _ in seen] == list(result.series.batch)
+    assert [c for _, _, c in seen] == list(result.series.tokens)  # no sharing: context = tokens held
     assert sum(p for _, p, _ in seen) == sum(r.prompt_len for r in requests)  # no preemption here
     assert result.series.time[1] == pytest.approx(0.01 + 0.001 * result.series.batch[0])
 
@@ -321,5 +323,5 @@ def test_on_step_sees_every_step_with_the_running_requests() -> None:
 
     result = simulate(requests, PagedCache(20_000, 16), on_step=observe)
     assert [s for s, _, _ in seen] == list(range(len(result.series)))
-    assert [b for _, b, _ in seen] == result.series.batch
-    assert [q for _, _, q in seen] == result.series.queue
+    assert [b for _, b, _ in seen] == list(result.series.batch)
+    assert [q for _, _, q in seen] == list(result.series.queue)

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from statistics import fmean
 
 from pagedkv.paper.config import PaperConfig
-from pagedkv.paper.reference import SYSTEMS
+from pagedkv.paper.reference import CATEGORIES, SYSTEMS
 from pagedkv.paper.results import BlockSizeResult, Breakdown, SharingResult
 from pagedkv.paper.setting import PaperSetting
 from pagedkv.paper.sharegpt import poisson_stream
-from pagedkv.simulator import BREAKDOWN, KVCache, OrcaCache, PagedCache, SimConfig, SimResult, simulate
+from pagedkv.simulator import KVCache, OrcaCache, PagedCache, SimConfig, SimResult, simulate
 from pagedkv.simulator.workload import Request
 
 Progress = Callable[[str], None]
@@ -115,7 +115,8 @@ def _simulate(
 
 def _breakdown(result: SimResult, window: tuple[float, float]) -> Breakdown:
     summary = result.summary(window)
-    shares = {name: summary[f"{name}_pct_mean"] for name in BREAKDOWN}
+    shares = {name: summary[f"{name}_pct_mean"] for name in CATEGORIES}
+    shares["external"] += summary["free_pct_mean"]  # the paper's "external & other" includes idle memory
     start, end = window
     times = [t for t in result.series.time if start <= t < end]
     return Breakdown(

@@ -7,9 +7,9 @@ percent of total KV capacity (Fig. 2), of blocks without sharing (Fig. 15).
 
 from __future__ import annotations
 
-from pagedkv.simulator.metrics import BREAKDOWN
-
-CATEGORIES = BREAKDOWN  # the JSON keys fig2.<system>.<category>: the simulator's breakdown, as is
+# The JSON keys fig2.<system>.<category>: the paper's four categories. The simulator splits idle free
+# memory ("free") from external fragmentation; the paper counts both as "external fragmentation & other".
+CATEGORIES = ("token_states", "reservation", "internal", "external")
 
 SYSTEMS = ("orca_max", "orca_pow2", "orca_oracle", "vllm")
 SYSTEM_LABELS = {

@@ -6,10 +6,10 @@ per-step memory metrics (`metrics`); `plot` draws them and `cli` is ``pagedkv si
 The simulator needs only the standard library (matplotlib for the plot, imported when plotting).
 """
 
-from pagedkv.simulator.cache import KVCache
+from pagedkv.simulator.cache import Admission, KVCache, Preemption, Usage
 from pagedkv.simulator.config import IterationTime, SimConfig, SimulationConfigError
-from pagedkv.simulator.loop import CACHE_KINDS, compare, simulate, standard_caches
-from pagedkv.simulator.metrics import BREAKDOWN, SimResult, StepSeries, summarize
+from pagedkv.simulator.loop import CACHE_KINDS, StepView, compare, simulate, standard_caches
+from pagedkv.simulator.metrics import BREAKDOWN, SimResult, StepSeries, StepTotals, summarize
 from pagedkv.simulator.naive import NaiveCache
 from pagedkv.simulator.orca import OrcaCache
 from pagedkv.simulator.paged import PagedCache
@@ -19,18 +19,23 @@ from pagedkv.simulator.workload import Request, synthetic_workload, with_poisson
 __all__ = [
     "BREAKDOWN",
     "CACHE_KINDS",
+    "Admission",
     "IterationTime",
     "KVCache",
     "NaiveCache",
     "OrcaCache",
     "PagedCache",
+    "Preemption",
     "Request",
     "SimConfig",
     "SimResult",
     "SimulationConfigError",
     "StepSeries",
+    "StepTotals",
+    "StepView",
     "TraceError",
     "TraceResult",
+    "Usage",
     "compare",
     "load_trace",
     "simulate",

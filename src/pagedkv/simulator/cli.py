@@ -1,32 +1,61 @@
 """`pagedkv simulate` (and `python simulate.py`): compare KV caches of equal memory on one workload.
 
 Invariant: every cache in one invocation serves the identical request list with the same number of
-KV token slots, and the output says how many; anything impossible is refused with a
-`PagedKVError` (exit status 2 from `pagedkv.cli.main`), never a traceback.
+KV token slots, and the output says how many. Every option is checked before the simulation starts:
+a bad value, an option that cannot apply to the others, an output path that cannot be written or a
+size this machine cannot hold is one line naming the flag (exit 2), never a traceback or a wasted run.
+Outputs are written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import csv
+import math
 import time
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from dataclasses import dataclass, replace
+from typing import Any
 
+from pagedkv.errors import UsageError
+from pagedkv.memory import require_memory
+from pagedkv.options import (
+    Formatter,
+    Parser,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
+from pagedkv.outputs import IMAGE_SUFFIXES, atomic_path, check_output_file, write_json
 from pagedkv.simulator.cache import KVCache
-from pagedkv.simulator.config import IterationTime, SimConfig
-from pagedkv.simulator.loop import compare, standard_caches
-from pagedkv.simulator.workload import Request
+from pagedkv.simulator.config import DEFAULT_STEP_TIME_S, SCHEDULERS, IterationTime, SimConfig
+from pagedkv.simulator.loop import CACHE_KINDS, check_budget, compare, standard_caches
+from pagedkv.simulator.metrics import SimResult
+from pagedkv.simulator.workload import (
+    DEFAULT_OUTPUT_RANGE,
+    DEFAULT_PROMPT_RANGE,
+    DEFAULT_RATE,
+    Request,
+    synthetic_workload,
+    with_poisson_arrivals,
+)
 
 DEFAULT_ROWS = 32
+DEFAULT_NUM_REQUESTS = 1000
 DEFAULT_TRACE_MAX_SEQ_LEN = 8192
 DEFAULT_OUT = "fragmentation.png"
-
+DEFAULT_MAX_NUM_SEQS_WITH_BUDGET = 256  # vLLM's default max_num_seqs
+# Measured with tracemalloc on CPython 3.11 (see benchmarks/bench_block_manager.py): what one unit
+# of each size option costs; used only to refuse sizes this machine cannot hold.
+_BYTES_PER_BLOCK = {False: 24, True: 128}  # paged pool, prefix caching off / on (peak, ids kept)
+_BYTES_PER_REQUEST = 400
+_BYTES_PER_TOKEN_ID = 36
 
 _DESCRIPTION = (
-    "Serve one request list (synthetic Poisson traffic or a trace) with several KV "
-    "caches of equal memory, print where the memory goes, and plot it."
+    "Serve one request list (synthetic Poisson traffic or a trace) with several KV caches of equal "
+    "memory, print where the memory goes and what latency users see, and plot it."
 )
 
 
@@ -35,7 +64,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         "simulate",
         help="naive vs Orca vs paged KV caches on the same requests; writes fragmentation.png",
         description=_DESCRIPTION,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=Formatter,
     )
     add_arguments(parser)
     parser.set_defaults(func=run)
@@ -45,12 +74,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every `pagedkv simulate` option (shared with `run_point`, so a sweep axis is any of them)."""
     add_run_arguments(parser)
     output = parser.add_argument_group("output")
-    output.add_argument("--out", default=DEFAULT_OUT, metavar="PATH", help="the plot (PNG)")
+    output.add_argument("--out", default=DEFAULT_OUT, metavar="PATH", help="the plot (.png, .svg or .pdf)")
     output.add_argument("--no-plot", action="store_true", help="do not draw the plot")
-    output.add_argument("--json", metavar="PATH", help="write every metric (summaries and per-step series)")
+    output.add_argument(
+        "--json", metavar="PATH", help="write every metric: summaries, per-request results, per-step series"
+    )
+    output.add_argument("--csv", metavar="PATH", help="write one row per request and cache (latencies)")
     output.add_argument(
         "--window",
-        type=float,
+        type=non_negative_float,
         nargs=2,
         metavar=("START", "END"),
         help="average the per-step metrics over steps starting in [START, END) s (default: the whole run)",
@@ -60,83 +92,148 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The workload, memory and engine options: what is simulated (`build_run` reads them), shared by
     every command that runs the simulator (simulate, watch, sweep)."""
-    from pagedkv.simulator.config import DEFAULT_STEP_TIME_S
-    from pagedkv.simulator.loop import CACHE_KINDS
-    from pagedkv.simulator.workload import DEFAULT_OUTPUT_RANGE, DEFAULT_PROMPT_RANGE, DEFAULT_RATE
-
     work = parser.add_argument_group("workload")
     work.add_argument("--trace", metavar="PATH", help="trace file (Azure CSV, Mooncake JSONL, length CSV)")
     work.add_argument(
-        "--format", choices=("azure", "mooncake", "lengths"), help="trace format (default: detect)"
+        "--format", choices=("azure", "mooncake", "lengths"), help="trace format (default: detected)"
     )
     work.add_argument(
         "--num-requests",
-        type=int,
-        help="requests to generate (default 1000), or trace rows to read (default all)",
+        type=positive_int,
+        help=f"requests to generate (default {DEFAULT_NUM_REQUESTS:,}), or trace rows to read (default all)",
     )
     work.add_argument(
         "--rate",
-        type=float,
+        type=positive_float,
         help=f"Poisson arrivals in requests/s (default {DEFAULT_RATE:g}); with a timed trace, "
         "replaces its timestamps",
     )
-    work.add_argument("--seed", type=int, default=0, help="seeds arrivals, lengths and the beam model")
-    work.add_argument("--prompt-range", type=int, nargs=2, metavar=("LO", "HI"), default=DEFAULT_PROMPT_RANGE)
-    work.add_argument("--output-range", type=int, nargs=2, metavar=("LO", "HI"), default=DEFAULT_OUTPUT_RANGE)
     work.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seeds arrivals, lengths and the beam model"
+    )
+    work.add_argument(
+        "--prompt-range",
+        type=positive_int,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="synthetic prompt lengths, uniform (default {} {})".format(*DEFAULT_PROMPT_RANGE),
+    )
+    work.add_argument(
+        "--output-range",
+        type=positive_int,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="synthetic output lengths, uniform (default {} {})".format(*DEFAULT_OUTPUT_RANGE),
+    )
+    work.add_argument(
+        "--max-model-len",
         "--max-seq-len",
-        type=int,
+        dest="max_model_len",
+        type=positive_int,
         help="longest sequence (prompt + output); the naive row size and Orca's cap. Default: the "
         f"synthetic maximum (prompt HI + output HI), or {DEFAULT_TRACE_MAX_SEQ_LEN} for traces",
     )
     work.add_argument(
-        "--on-too-long", choices=("truncate", "drop"), default="truncate", help="requests over --max-seq-len"
+        "--on-too-long",
+        choices=("truncate", "drop"),
+        default="truncate",
+        help="requests over --max-model-len",
     )
-    work.add_argument("--n", type=int, default=1, help="parallel sampling: outputs per prompt")
-    work.add_argument("--beam-width", type=int, default=1, help="beam search width")
+    work.add_argument("-n", "--n", type=positive_int, default=1, help="parallel sampling: outputs per prompt")
+    work.add_argument("--beam-width", type=positive_int, default=1, help="beam search width")
     work.add_argument(
-        "--beam-prune-prob", type=float, default=0.1, help="beam model: chance a beam is replaced each step"
+        "--beam-prune-prob",
+        type=probability,
+        help="beam model: chance a beam is replaced by a fork of another each step (default 0.1)",
     )
 
     memory = parser.add_argument_group("memory (equal for every cache)")
     size = memory.add_mutually_exclusive_group()
     size.add_argument(
         "--rows",
-        type=int,
-        default=DEFAULT_ROWS,
-        help="KV slots = ROWS x max-seq-len (the naive arena's rows)",
+        type=positive_int,
+        help=f"KV slots = ROWS x max-model-len, the naive arena's rows (default {DEFAULT_ROWS})",
     )
-    size.add_argument("--kv-slots", type=int, help="KV token slots per cache")
-    size.add_argument("--num-blocks", type=int, help="KV slots = NUM_BLOCKS x block size (the paged pool)")
+    size.add_argument("--kv-slots", type=positive_int, help="KV token slots per cache")
+    size.add_argument(
+        "--num-blocks", type=positive_int, help="KV slots = NUM_BLOCKS x block size (the paged pool)"
+    )
     memory.add_argument(
-        "--caches", default=",".join(CACHE_KINDS), help=f"comma-separated, from {', '.join(CACHE_KINDS)}"
+        "--caches",
+        default=",".join(CACHE_KINDS),
+        help=f"comma-separated, from {', '.join(CACHE_KINDS)}",
     )
-    memory.add_argument("--block-size", type=int, default=16, help="paged block size (tokens)")
+    memory.add_argument("--block-size", type=positive_int, help="paged block size in tokens (default 16)")
     memory.add_argument(
-        "--orca-block-size", type=int, default=16, help="Orca reservation granularity (tokens)"
+        "--orca-block-size", type=positive_int, help="Orca reservation granularity in tokens (default 16)"
     )
-    memory.add_argument("--prefix-caching", action="store_true", help="paged: enable prefix caching")
     memory.add_argument(
-        "--watermark", type=float, default=0.01, help="paged: pool fraction kept free at admission"
+        "--enable-prefix-caching",
+        "--prefix-caching",
+        dest="enable_prefix_caching",
+        action="store_true",
+        help="paged: reuse cached prompt blocks (needs a trace with prefix ids, e.g. Mooncake)",
     )
-    memory.add_argument("--preemption", choices=("recompute", "swap"), default="recompute", help="paged")
-    memory.add_argument("--swap-slots", type=int, help="paged: CPU swap pool in token slots (default: = GPU)")
+    memory.add_argument(
+        "--watermark", type=fraction, help="paged: pool fraction kept free at admission (default 0.01)"
+    )
+    memory.add_argument(
+        "--preemption-mode",
+        "--preemption",
+        dest="preemption_mode",
+        choices=("recompute", "swap"),
+        help="paged: what a preempted request does (default recompute)",
+    )
+    memory.add_argument(
+        "--swap-slots",
+        type=non_negative_int,
+        help="CPU swap pool in token slots with --preemption-mode swap (default: as large as the GPU pool)",
+    )
 
     engine = parser.add_argument_group("engine")
     engine.add_argument(
-        "--step-time", type=float, default=DEFAULT_STEP_TIME_S, help="seconds per engine step"
+        "--step-time", type=positive_float, default=DEFAULT_STEP_TIME_S, help="seconds per engine step"
     )
     engine.add_argument(
-        "--step-time-per-seq", type=float, default=0.0, help="extra seconds per running sequence"
+        "--step-time-per-seq", type=non_negative_float, default=0.0, help="extra seconds per running sequence"
     )
     engine.add_argument(
-        "--step-time-per-prefill-token", type=float, default=0.0, help="extra seconds per prefilled token"
+        "--step-time-per-prefill-token",
+        type=non_negative_float,
+        default=0.0,
+        help="extra seconds per prompt token computed",
     )
     engine.add_argument(
-        "--step-time-per-context-token", type=float, default=0.0, help="extra seconds per token attended over"
+        "--step-time-per-context-token",
+        type=non_negative_float,
+        default=0.0,
+        help="extra seconds per token attended over",
     )
-    engine.add_argument("--max-num-seqs", type=int, help="most sequences running at once (default: no limit)")
-    engine.add_argument("--max-time", type=float, help="stop at this simulated time (s)")
+    engine.add_argument(
+        "--max-num-seqs",
+        type=positive_int,
+        help="most sequences running at once (default: no limit, or "
+        f"{DEFAULT_MAX_NUM_SEQS_WITH_BUDGET} with --max-num-batched-tokens)",
+    )
+    engine.add_argument(
+        "--max-num-batched-tokens",
+        type=positive_int,
+        help="token budget of one step, decodes and prompt tokens together (default: no budget, every "
+        "admitted prompt prefilled whole in the step that admits it)",
+    )
+    engine.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        default="v1",
+        help="v1: decodes and prefills share each step; v0: separate prefill steps stall decodes",
+    )
+    engine.add_argument(
+        "--enable-chunked-prefill",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="v1 with a token budget: split prompts over steps (default: on)",
+    )
+    engine.add_argument("--max-time", type=positive_float, help="stop at this simulated time (s)")
     engine.add_argument("--check", action="store_true", help="verify cache invariants every step (slow)")
 
 
@@ -149,42 +246,7 @@ class Run:
     config: SimConfig
     workload: str  # one line: what was loaded or generated, cut or dropped
     memory: str  # one line: the KV slots every cache gets and how each lays them out
-
-
-def run_point(argv: list[str]) -> list[dict[str, Any]]:
-    """Run `pagedkv simulate ARGV` quietly (no plot, no files, no output) and return one flat row per
-    cache: every option under its flag's name (``rate``, ``block_size``, ...), ``cache``, and every
-    number of `SimResult.summary()` (counters included). Bad options raise `PagedKVError`.
-    """
-    parser = _QuietParser(prog="pagedkv simulate", description=_DESCRIPTION)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    options = {k: v for k, v in vars(args).items() if k not in ("out", "no_plot", "json", "check")}
-    built = build_run(args)
-    results = compare(built.requests, built.caches, built.config)
-    window = tuple(args.window) if args.window else None
-    rows = []
-    for name, result in results.items():
-        row: dict[str, Any] = {key: _scalar(value) for key, value in options.items()}
-        summary = result.summary(window)
-        row.update({key: _scalar(value) for key, value in summary.items()})
-        row["cache"] = name
-        rows.append(row)
-    return rows
-
-
-class _QuietParser(argparse.ArgumentParser):
-    """Raises `UsageError` instead of printing usage and exiting (for library callers)."""
-
-    def error(self, message: str) -> NoReturn:
-        from pagedkv.errors import UsageError
-
-        raise UsageError(message)
-
-
-def _scalar(value: Any) -> Any:
-    """Lists (ranges, windows) become a string so each row stays flat (CSV and Parquet ready)."""
-    return " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+    notes: tuple[str, ...] = ()  # options that had no effect on this workload, and why
 
 
 def run(args: argparse.Namespace) -> int:
@@ -192,36 +254,214 @@ def run(args: argparse.Namespace) -> int:
     from pagedkv.simulator.report import format_table
 
     started = time.perf_counter()
-    _check_writable(None if args.no_plot else args.out, "--out")
-    _check_writable(args.json, "--json")
+    if not args.no_plot:
+        check_output_file(args.out, "--out", IMAGE_SUFFIXES)
+    for flag in ("json", "csv"):
+        if getattr(args, flag):
+            check_output_file(getattr(args, flag), f"--{flag}")
+    window = _window(args)
+    if not args.no_plot:
+        _require_matplotlib()
     built = build_run(args)
-    print(f"workload: {built.workload}")
-    print(f"memory:   {built.memory}")
-    print(f"engine:   {built.config.iteration_time.describe()}; {_sampling(built.config)}")
+    print(f"workload:  {built.workload}")
+    print(f"memory:    {built.memory}")
+    print(f"engine:    {built.config.iteration_time.describe()}; {_sampling(built.config)}")
+    print(f"scheduler: {built.config.describe_scheduler()}")
+    for note in built.notes:
+        print(f"note:      {note}")
     with Progress(len(built.caches) * len(built.requests), "simulating", "req") as progress:
-        results = compare(built.requests, built.caches, built.config, progress=progress)
-    workload, memory = built.workload, built.memory
+        results = compare(
+            built.requests,
+            built.caches,
+            built.config,
+            progress=progress,
+            keep_series=bool(args.json),
+            window=window,
+        )
     print()
-    window = tuple(args.window) if args.window else None
     print(format_table(results, window))
+    written = []
     if not args.no_plot:
         from pagedkv.simulator.plot import plot_comparison
 
-        plot_comparison(results, args.out, subtitle=workload, window=window)
-        print(f"\nwrote {args.out}")
+        plot_comparison(results, args.out, subtitle=built.workload, window=window)
+        written.append(args.out)
     if args.json:
-        _write_json(args, results, workload, memory)
-        print(f"wrote {args.json}")
+        _write_json(args, results, built)
+        written.append(args.json)
+    if args.csv:
+        _write_csv(args.csv, built.requests, results)
+        written.append(args.csv)
+    print()
+    for path in written:
+        print(f"wrote {path}")
     print(f"({time.perf_counter() - started:.1f} s)")
     return 0
 
 
+def run_point(argv: list[str]) -> list[dict[str, Any]]:
+    """Run `pagedkv simulate ARGV` quietly (no plot, no files, no output) and return one flat row per
+    cache: every option under its flag's name (``rate``, ``block_size``, ...), ``cache``, and every
+    number of `SimResult.summary()` (counters included). Bad options raise `UsageError`.
+    """
+    parser = _QuietParser(prog="pagedkv simulate", description=_DESCRIPTION)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    window = _window(args)
+    built = build_run(args)
+    options = _resolved_options(args, built)
+    results = compare(built.requests, built.caches, built.config, keep_series=False, window=window)
+    rows = []
+    for name, result in results.items():
+        row: dict[str, Any] = {key: _scalar(value) for key, value in options.items()}
+        row.update({key: _scalar(value) for key, value in result.summary(window).items()})
+        row["cache"] = name
+        rows.append(row)
+    return rows
+
+
+class _QuietParser(Parser):
+    """Raises `UsageError` instead of printing and exiting (for library callers)."""
+
+    def error(self, message: str) -> Any:
+        raise UsageError(message)
+
+
+def _resolved_options(args: argparse.Namespace, built: Run) -> dict[str, Any]:
+    """The options as the run used them: defaults that depend on other options filled in."""
+    options = {k: v for k, v in vars(args).items() if k not in ("out", "no_plot", "json", "csv", "check")}
+    config = built.config
+    options["max_model_len"] = _max_seq_len(args)
+    options["kv_slots"] = built.caches[0].capacity_slots
+    options["max_num_seqs"] = config.max_num_seqs
+    options["enable_chunked_prefill"] = config.chunked_prefill
+    options["beam_prune_prob"] = config.beam_prune_prob
+    if args.trace is None:
+        options["num_requests"] = len(built.requests)
+        options["rate"] = DEFAULT_RATE if args.rate is None else args.rate
+        options["prompt_range"] = _range(args, "prompt_range")
+        options["output_range"] = _range(args, "output_range")
+    paged = "paged" in _cache_kinds(args)
+    for name, default in (("block_size", 16), ("watermark", 0.01), ("preemption_mode", "recompute")):
+        if options[name] is None and paged:
+            options[name] = default
+    return options
+
+
+def _scalar(value: Any) -> Any:
+    """Lists (ranges, windows) become a string so each row stays flat (CSV and Parquet ready)."""
+    return " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 def build_run(args: argparse.Namespace) -> Run:
-    """The requests, caches and settings the options of `add_run_arguments` describe."""
+    """The requests, caches and settings the options of `add_run_arguments` describe, every option
+    checked first (`UsageError` naming the flag)."""
+    kinds = _cache_kinds(args)
+    notes = _check_applicable(args, kinds)
     max_seq_len = _max_seq_len(args)
-    requests, workload = _workload(args, max_seq_len)
     kv_slots = _kv_slots(args, max_seq_len)
-    config = SimConfig(
+    _check_sizes(args, kinds, kv_slots, max_seq_len)
+    config = _config(args)
+    requests, workload = _workload(args, max_seq_len)
+    if args.enable_prefix_caching and not any(r.prefix_hash_ids for r in requests):
+        notes.append(
+            "--enable-prefix-caching: this workload says nothing of shared prefixes (only Mooncake traces "
+            "carry prefix ids), so every prompt is unique and the hit rate is 0 by construction"
+        )
+    caches = standard_caches(
+        kv_slots,
+        max_seq_len,
+        kinds=kinds,
+        block_size=args.block_size or 16,
+        orca_block_size=args.orca_block_size or 16,
+        enable_prefix_caching=args.enable_prefix_caching,
+        watermark=0.01 if args.watermark is None else args.watermark,
+        preemption=args.preemption_mode or "recompute",
+        swap_slots=args.swap_slots,
+    )
+    _check_fits(requests, caches, config)
+    check_budget(requests, config)
+    memory = f"{kv_slots:,} KV token slots for every cache: " + "; ".join(
+        f"{cache.name} {cache.describe()}" for cache in caches
+    )
+    return Run(requests, caches, config, workload, memory, tuple(notes))
+
+
+def _check_fits(requests: list[Request], caches: list[KVCache], config: SimConfig) -> None:
+    """Refuse, before the run, a request that no cache could ever hold (`simulate` checks it again)."""
+    shapes = {(r.prompt_len, r.output_len): r for r in requests}  # the check depends on lengths alone
+    for cache in caches:
+        for request in shapes.values():
+            cache.check_fits(request, config.num_seqs)
+
+
+def _cache_kinds(args: argparse.Namespace) -> list[str]:
+    kinds = [kind.strip() for kind in args.caches.split(",") if kind.strip()]
+    if not kinds:
+        raise UsageError(f"--caches {args.caches!r}: name at least one of {', '.join(CACHE_KINDS)}")
+    unknown = [kind for kind in kinds if kind not in CACHE_KINDS]
+    if unknown:
+        raise UsageError(f"--caches: unknown cache {unknown[0]!r}; choose from {', '.join(CACHE_KINDS)}")
+    if len(set(kinds)) != len(kinds):
+        raise UsageError(f"--caches {args.caches!r}: each cache once")
+    return kinds
+
+
+def _check_applicable(args: argparse.Namespace, kinds: list[str]) -> list[str]:
+    """Refuse options that cannot apply to the others; return notes on options that had no effect."""
+    if args.trace is None:
+        if args.format is not None:
+            raise UsageError("--format applies to --trace files; there is no --trace")
+    else:
+        for flag in ("prompt_range", "output_range"):
+            if getattr(args, flag) is not None:
+                raise UsageError(
+                    f"--{flag.replace('_', '-')} sets synthetic lengths; with --trace the lengths are the "
+                    "trace's (use --max-model-len to cut long ones)"
+                )
+    paged = "paged" in kinds
+    for flag in ("block_size", "watermark", "preemption_mode", "swap_slots"):
+        if getattr(args, flag) is not None and not paged:
+            raise UsageError(f"--{flag.replace('_', '-')} applies to the paged cache; --caches has none")
+    if args.enable_prefix_caching and not paged:
+        raise UsageError("--enable-prefix-caching applies to the paged cache; --caches has none")
+    if args.orca_block_size is not None and not any(kind.startswith("orca") for kind in kinds):
+        raise UsageError("--orca-block-size applies to the Orca caches; --caches has none")
+    if args.swap_slots is not None and args.preemption_mode != "swap":
+        raise UsageError(
+            "--swap-slots sizes the swap pool of --preemption-mode swap; add it or drop --swap-slots"
+        )
+    if args.beam_prune_prob is not None and args.beam_width == 1:
+        raise UsageError("--beam-prune-prob applies to beam search; add --beam-width K (K > 1)")
+    if args.n > 1 and args.beam_width > 1:
+        raise UsageError(f"--n {args.n} and --beam-width {args.beam_width}: choose sampling or beam search")
+    if args.enable_chunked_prefill and args.scheduler == "v0":
+        raise UsageError(
+            "--enable-chunked-prefill: the v0 scheduler never chunks prompts; use --scheduler v1"
+        )
+    notes = []
+    if args.enable_chunked_prefill is not None and args.max_num_batched_tokens is None:
+        notes.append("--enable-chunked-prefill has no effect without --max-num-batched-tokens (no budget)")
+    return notes
+
+
+def _config(args: argparse.Namespace) -> SimConfig:
+    budget = args.max_num_batched_tokens
+    max_num_seqs = args.max_num_seqs
+    if budget is not None:
+        if max_num_seqs is None:
+            max_num_seqs = min(DEFAULT_MAX_NUM_SEQS_WITH_BUDGET, budget)
+        elif max_num_seqs > budget:
+            raise UsageError(
+                f"--max-num-batched-tokens {budget} must be >= --max-num-seqs {max_num_seqs}: every running "
+                "sequence decodes a token each step (vLLM requires the same)"
+            )
+    if max_num_seqs is not None and max_num_seqs < max(args.n, args.beam_width):
+        raise UsageError(
+            f"--max-num-seqs {max_num_seqs} cannot run one request of "
+            f"{max(args.n, args.beam_width)} sequences"
+        )
+    return SimConfig(
         iteration_time=IterationTime(
             args.step_time,
             args.step_time_per_seq,
@@ -230,62 +470,103 @@ def build_run(args: argparse.Namespace) -> Run:
         ),
         n=args.n,
         beam_width=args.beam_width,
-        beam_prune_prob=args.beam_prune_prob,
+        beam_prune_prob=0.1 if args.beam_prune_prob is None else args.beam_prune_prob,
         seed=args.seed,
-        max_num_seqs=args.max_num_seqs,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=budget,
+        scheduler=args.scheduler,
+        enable_chunked_prefill=args.enable_chunked_prefill is not False,
         max_time=args.max_time,
         check_invariants=args.check,
     )
-    caches = standard_caches(
-        kv_slots,
-        max_seq_len,
-        kinds=[kind.strip() for kind in args.caches.split(",") if kind.strip()],
-        block_size=args.block_size,
-        orca_block_size=args.orca_block_size,
-        enable_prefix_caching=args.prefix_caching,
-        watermark=args.watermark,
-        preemption=args.preemption,
-        swap_slots=args.swap_slots,
-    )
-    memory = f"{kv_slots:,} KV token slots for every cache: " + "; ".join(
-        f"{cache.name} {cache.describe()}" for cache in caches
-    )
-    return Run(requests, caches, config, workload, memory)
 
 
-def _check_writable(path: str | None, option: str) -> None:
-    """Refuse an output path in a missing directory before spending time on the simulation."""
-    from pagedkv.simulator.config import SimulationConfigError
+def _window(args: argparse.Namespace) -> tuple[float, float] | None:
+    if not args.window:
+        return None
+    start, end = args.window
+    if not start < end:
+        raise UsageError(f"--window {start:g} {end:g}: START must be before END")
+    return (start, end)
 
-    if path is None:
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise SimulationConfigError(
-            f"{option} {path}: the directory {folder} does not exist; create it first"
-        )
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "the plot needs matplotlib, which is not installed: pip install matplotlib, or pass --no-plot"
+        ) from None
 
 
 def _max_seq_len(args: argparse.Namespace) -> int:
-    from pagedkv.simulator.config import SimulationConfigError
-
-    if args.max_seq_len is not None:
-        value = args.max_seq_len
+    if args.max_model_len is not None:
+        value = args.max_model_len
     elif args.trace:
         value = DEFAULT_TRACE_MAX_SEQ_LEN
     else:
-        value = args.prompt_range[1] + args.output_range[1]
+        value = _range(args, "prompt_range")[1] + _range(args, "output_range")[1]
     if value < 2:
-        raise SimulationConfigError(
-            f"--max-seq-len {value}: a sequence needs at least one prompt and one output token; use >= 2"
+        raise UsageError(
+            f"--max-model-len {value}: a sequence needs at least one prompt and one output token; use >= 2"
         )
     return value
 
 
-def _workload(args: argparse.Namespace, max_seq_len: int) -> tuple[list[Any], str]:
+def _range(args: argparse.Namespace, name: str) -> tuple[int, int]:
+    default = DEFAULT_PROMPT_RANGE if name == "prompt_range" else DEFAULT_OUTPUT_RANGE
+    low, high = getattr(args, name) or default
+    if low > high:
+        raise UsageError(f"--{name.replace('_', '-')} {low} {high}: LO must not exceed HI")
+    return low, high
+
+
+def _kv_slots(args: argparse.Namespace, max_seq_len: int) -> int:
+    if args.kv_slots is not None:
+        return int(args.kv_slots)
+    if args.num_blocks is not None:
+        return int(args.num_blocks) * (args.block_size or 16)
+    return (args.rows or DEFAULT_ROWS) * max_seq_len
+
+
+def _size_flag(args: argparse.Namespace) -> str:
+    for flag in ("kv_slots", "num_blocks", "rows"):
+        if getattr(args, flag) is not None:
+            return f"--{flag.replace('_', '-')} {getattr(args, flag):,}"
+    return f"--rows {DEFAULT_ROWS} (default) x --max-model-len"
+
+
+def _check_sizes(args: argparse.Namespace, kinds: list[str], kv_slots: int, max_seq_len: int) -> None:
+    """Refuse, before allocating anything, sizes whose bookkeeping this machine cannot hold."""
+    size = _size_flag(args)
+    if "paged" in kinds:
+        blocks = kv_slots // (args.block_size or 16)
+        require_memory(
+            blocks * _BYTES_PER_BLOCK[bool(args.enable_prefix_caching)],
+            f"{size}: a paged pool of {blocks:,} blocks",
+            "give the caches fewer KV slots or larger blocks",
+            UsageError,
+        )
+    if args.trace is None:
+        requests = args.num_requests or DEFAULT_NUM_REQUESTS
+        require_memory(
+            requests * _BYTES_PER_REQUEST,
+            f"--num-requests {requests:,}",
+            "simulate fewer requests",
+            UsageError,
+        )
+    if args.enable_prefix_caching:
+        require_memory(
+            max_seq_len * _BYTES_PER_TOKEN_ID * max(args.n, args.beam_width),
+            f"--max-model-len {max_seq_len:,} with prefix caching (token ids of one request)",
+            "lower --max-model-len",
+            UsageError,
+        )
+
+
+def _workload(args: argparse.Namespace, max_seq_len: int) -> tuple[list[Request], str]:
     """The request list and one line describing it (what was loaded, generated, cut or dropped)."""
     from pagedkv.simulator.traces import load_trace
-    from pagedkv.simulator.workload import DEFAULT_RATE, synthetic_workload, with_poisson_arrivals
 
     rate = DEFAULT_RATE if args.rate is None else args.rate
     if args.trace:
@@ -302,28 +583,23 @@ def _workload(args: argparse.Namespace, max_seq_len: int) -> tuple[list[Any], st
             with_poisson_arrivals(trace.requests, rate, args.seed),
             f"{trace.describe()}; Poisson arrivals at {rate:g} req/s (seed {args.seed})",
         )
-    num = 1000 if args.num_requests is None else args.num_requests
-    requests = synthetic_workload(num, rate, tuple(args.prompt_range), tuple(args.output_range), args.seed)
+    num = args.num_requests or DEFAULT_NUM_REQUESTS
+    prompt, output = _range(args, "prompt_range"), _range(args, "output_range")
+    requests = synthetic_workload(num, rate, prompt, output, args.seed)
     fitted, changed = _fit(requests, max_seq_len, args.on_too_long)
-    lo_p, hi_p = args.prompt_range
-    lo_o, hi_o = args.output_range
     note = (
-        f"; {changed:,} {'dropped' if args.on_too_long == 'drop' else 'truncated'} to --max-seq-len"
+        f"; {changed:,} {'dropped' if args.on_too_long == 'drop' else 'truncated'} to --max-model-len"
         if changed
         else ""
     )
     return fitted, (
-        f"{len(fitted):,} synthetic requests: Poisson {rate:g} req/s, prompt {lo_p}-{hi_p}, "
-        f"output {lo_o}-{hi_o} tokens, seed {args.seed}{note}"
+        f"{len(fitted):,} synthetic requests: Poisson {rate:g} req/s, prompt {prompt[0]}-{prompt[1]}, "
+        f"output {output[0]}-{output[1]} tokens, seed {args.seed}{note}"
     )
 
 
-def _fit(requests: list[Any], max_seq_len: int, on_too_long: str) -> tuple[list[Any], int]:
+def _fit(requests: list[Request], max_seq_len: int, on_too_long: str) -> tuple[list[Request], int]:
     """Apply the trace loaders' max-length policy to synthetic requests (keep the output, cut the prompt)."""
-    from dataclasses import replace
-
-    from pagedkv.simulator.config import SimulationConfigError
-
     kept, changed = [], 0
     for request in requests:
         if request.total_len <= max_seq_len:
@@ -334,30 +610,16 @@ def _fit(requests: list[Any], max_seq_len: int, on_too_long: str) -> tuple[list[
             output = min(request.output_len, max_seq_len - 1)
             kept.append(replace(request, prompt_len=max_seq_len - output, output_len=output))
     if not kept:
-        raise SimulationConfigError(
-            f"all {len(requests):,} requests are longer than --max-seq-len {max_seq_len}; "
+        raise UsageError(
+            f"all {len(requests):,} requests are longer than --max-model-len {max_seq_len}; "
             "raise it or use --on-too-long truncate"
         )
-    return [replace(r, request_id=i) for i, r in enumerate(kept)] if len(kept) < len(
-        requests
-    ) else kept, changed
+    if len(kept) < len(requests):
+        kept = [replace(r, request_id=i) for i, r in enumerate(kept)]
+    return kept, changed
 
 
-def _kv_slots(args: argparse.Namespace, max_seq_len: int) -> int:
-    from pagedkv.simulator.config import SimulationConfigError
-
-    if args.kv_slots is not None:
-        slots, what = args.kv_slots, f"--kv-slots {args.kv_slots}"
-    elif args.num_blocks is not None:
-        slots, what = args.num_blocks * args.block_size, f"--num-blocks {args.num_blocks}"
-    else:
-        slots, what = args.rows * max_seq_len, f"--rows {args.rows}"
-    if slots < 1:
-        raise SimulationConfigError(f"{what} gives {slots} KV slots; the caches need at least one")
-    return slots
-
-
-def _sampling(config: Any) -> str:
+def _sampling(config: SimConfig) -> str:
     if config.beam_search:
         return f"beam search, width {config.beam_width}, prune probability {config.beam_prune_prob:g} a step"
     if config.n > 1:
@@ -365,18 +627,59 @@ def _sampling(config: Any) -> str:
     return "one output per prompt"
 
 
-def _write_json(args: argparse.Namespace, results: dict[str, Any], workload: str, memory: str) -> None:
-    from pagedkv.simulator.config import SimulationConfigError
-
+def _write_json(args: argparse.Namespace, results: dict[str, SimResult], built: Run) -> None:
     document = {
         "options": {k: v for k, v in vars(args).items() if k != "func"},
-        "workload": workload,
-        "memory": memory,
+        "workload": built.workload,
+        "memory": built.memory,
+        "scheduler": built.config.describe_scheduler(),
+        "notes": list(built.notes),
         "capacity_slots": next(iter(results.values())).capacity_slots,
         "caches": {name: result.to_dict() for name, result in results.items()},
     }
-    try:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(document, handle)
-    except OSError as exc:
-        raise SimulationConfigError(f"--json {args.json}: cannot write: {exc.strerror or exc}") from exc
+    write_json(args.json, document)
+
+
+CSV_COLUMNS = (
+    "cache",
+    "request_id",
+    "arrival_s",
+    "prompt_len",
+    "output_len",
+    "first_admit_step",
+    "finish_step",
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+    "normalized_s",
+    "preemptions",
+)
+
+
+def _write_csv(path: str, requests: list[Request], results: dict[str, SimResult]) -> None:
+    """One row per request and cache; empty cells for a request that did not finish."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for name, result in results.items():
+            r = result.requests
+            for i, request in enumerate(requests):
+                first, finish, arrival = r.first_token_time[i], r.finish_time[i], request.arrival_time
+                done = not math.isnan(finish)
+                output = request.output_len
+                writer.writerow(
+                    (
+                        name,
+                        request.request_id,
+                        f"{arrival:.6f}",
+                        request.prompt_len,
+                        output,
+                        r.first_admit_step[i],
+                        r.finish_step[i],
+                        f"{first - arrival:.6f}" if done else "",
+                        f"{(finish - first) / (output - 1):.6f}" if done and output > 1 else "",
+                        f"{finish - arrival:.6f}" if done else "",
+                        f"{(finish - arrival) / output:.6f}" if done else "",
+                        r.preemptions[i],
+                    )
+                )

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pagedkv.errors import InvalidArgument
 
 DEFAULT_STEP_TIME_S = 0.05
+SCHEDULERS = ("v1", "v0")
 
 IterationTimeModel = Callable[[int, int, int], float]
 """``(batch, prefill_tokens, context_tokens) -> seconds`` of one engine step (see the module docstring)."""
@@ -95,8 +96,17 @@ class SimConfig:
             of it), so beams share the blocks of their common ancestors, as in real beam search.
         seed: seeds the beam model (one `random.Random` per request, so caches see the same beams).
         max_num_seqs: at most this many sequences run at once (vLLM's max_num_seqs); None: no limit.
+        max_num_batched_tokens: the token budget of one step (vLLM's max_num_batched_tokens): decodes
+            (one token a running sequence) and prompt tokens computed in the step together stay within
+            it. None: no budget, every admitted prompt is prefilled whole in the step it is admitted
+            (the seed's model). Needs `max_num_seqs` <= it, as vLLM requires, so decodes always fit.
+        scheduler: "v1" (vLLM V1: running requests first, then new ones, in one step) or "v0" (vLLM
+            V0's default: a step either prefills newly admitted prompts only, stalling every decode,
+            or decodes; prompts are never chunked; a decode needs a free block per sequence).
+        enable_chunked_prefill: V1 only: a prompt that does not fit in what is left of the budget is
+            prefilled in chunks over several steps (vLLM V1's default). False: it waits for a step with
+            room for all of it.
         max_time: stop when the clock reaches this many seconds (unfinished requests are reported).
-        max_steps: stop after this many steps.
         check_invariants: verify cache bookkeeping against the block manager every step (slow;
             for tests and debugging).
     """
@@ -107,8 +117,10 @@ class SimConfig:
     beam_prune_prob: float = 0.1
     seed: int = 0
     max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    scheduler: str = "v1"
+    enable_chunked_prefill: bool = True
     max_time: float | None = None
-    max_steps: int | None = None
     check_invariants: bool = False
 
     def __post_init__(self) -> None:
@@ -134,8 +146,20 @@ class SimConfig:
             )
         if self.max_time is not None and not self.max_time > 0:
             raise SimulationConfigError(f"max_time={self.max_time!r} must be > 0 seconds (or None)")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise SimulationConfigError(f"max_steps={self.max_steps!r} must be >= 1 (or None)")
+        if self.scheduler not in SCHEDULERS:
+            raise SimulationConfigError(
+                f"scheduler={self.scheduler!r} must be one of {', '.join(SCHEDULERS)}"
+            )
+        budget = self.max_num_batched_tokens
+        if budget is not None:
+            if budget < 1:
+                raise SimulationConfigError(f"max_num_batched_tokens={budget} must be >= 1 token (or None)")
+            if self.max_num_seqs is None or self.max_num_seqs > budget:
+                raise SimulationConfigError(
+                    f"max_num_batched_tokens={budget} needs max_num_seqs <= {budget} (got "
+                    f"{self.max_num_seqs}): every running sequence decodes a token each step, and the "
+                    "budget must hold them all (vLLM requires the same)"
+                )
 
     @property
     def num_seqs(self) -> int:
@@ -145,3 +169,27 @@ class SimConfig:
     @property
     def beam_search(self) -> bool:
         return self.beam_width > 1
+
+    @property
+    def chunked_prefill(self) -> bool:
+        """Whether prompts may be split over steps: V1 with a token budget and chunking enabled."""
+        return (
+            self.scheduler == "v1" and self.enable_chunked_prefill and self.max_num_batched_tokens is not None
+        )
+
+    def describe_scheduler(self) -> str:
+        """One line: the scheduler, its token budget and what it does with prompts."""
+        seqs = "no limit" if self.max_num_seqs is None else f"{self.max_num_seqs:,}"
+        budget = self.max_num_batched_tokens
+        if budget is None:
+            return (
+                f"vLLM {self.scheduler.upper()} order, max_num_seqs {seqs}, no token budget: every admitted "
+                "prompt is prefilled whole in the step that admits it"
+            )
+        if self.scheduler == "v0":
+            how = "separate prefill steps (decodes wait), whole prompts"
+        elif self.enable_chunked_prefill:
+            how = "decodes first, then prompt chunks fill the rest of the budget (chunked prefill)"
+        else:
+            how = "decodes first, then whole prompts that fit in the rest of the budget"
+        return f"vLLM {self.scheduler.upper()}, max_num_seqs {seqs}, {budget:,} tokens a step: {how}"

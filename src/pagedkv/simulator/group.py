@@ -1,9 +1,13 @@
-"""A request in flight: what the step loop admits, runs, preempts and finishes.
+"""A request in flight: what the step loop admits, prefills, runs, preempts and finishes.
 
 Invariant: the `num_seqs` sequences of a group (one, or n parallel samples, or k beams) always have
-the same length, so one number describes the whole group: while it runs, its length at the end of
-step ``s`` is ``s + base``. That is what lets the loop advance every running sequence by one token
-per step without touching it: lengths are arithmetic, and work happens only at events.
+the same length, so one number describes the whole group. While it decodes, its length at the end of
+decode tick ``t`` is ``t + base``: every decode step adds one token to every decoding sequence, which
+lets the loop advance all of them without touching any; work happens only at events. While its prompt
+is prefilled in chunks (chunked prefill), `computed` counts the tokens whose KV is already written.
+
+Ownership: the loop creates a group when its request arrives, writes every field, and drops it when
+the request finishes. Caches read `request`, `num_seqs`, `epoch` and `length()`; they never write.
 """
 
 from __future__ import annotations
@@ -17,24 +21,20 @@ from pagedkv.simulator.workload import Request
 class Group:
     """One request and its sequences, with the loop's bookkeeping about it.
 
-    `epoch` changes every time the group stops running (finished or preempted); events queued for
-    it carry the epoch they were queued in, so stale events are recognised and skipped.
+    `epoch` changes every time the group stops running (finished or preempted); events a cache queued
+    for it carry the epoch they were queued in, so stale events are recognised and skipped.
     """
 
     request: Request
+    index: int  # position in the request list: where the run's per-request results are stored
     num_seqs: int
-    arrival_step: int = -1
-    first_admit_step: int = -1
-    finish_step: int = -1
-    finish_time: float = float("nan")
-    base: int = 0
-    resume_len: int = 0  # tokens held before the step that (re)admits it: the prompt, plus output so far
+    resume_len: int  # tokens to (re)compute before it decodes: the prompt, or prompt + output so far
+    computed: int = 0  # while prefilling: tokens of `resume_len` already computed (cache hits included)
+    base: int = 0  # while decoding: length at the end of decode tick t is t + base
+    finish_tick: int = -1  # the decode tick in which it generates its last token
+    swapped: bool = False  # preempted by swapping: its KV waits in the CPU pool
     preemptions: int = 0
-    swapped: bool = False  # preempted by swapping (its KV waits in the CPU pool)
     epoch: int = 0
-
-    def __post_init__(self) -> None:
-        self.resume_len = self.request.prompt_len
 
     @property
     def gid(self) -> int:
@@ -49,6 +49,6 @@ class Group:
         """Tokens each sequence holds when the request finishes: prompt + output."""
         return self.request.prompt_len + self.request.output_len
 
-    def length(self, step: int) -> int:
-        """Tokens each sequence holds at the end of `step` (valid while running)."""
-        return step + self.base
+    def length(self, tick: int) -> int:
+        """Tokens each sequence holds at the end of decode tick `tick` (valid while decoding)."""
+        return tick + self.base

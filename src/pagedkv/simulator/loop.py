@@ -1,4 +1,4 @@
-"""The step loop: one engine iteration a step, driven by events rather than by tokens.
+"""The step loop: one engine iteration a step, the scheduler vLLM runs, driven by events not tokens.
 
 Public API (re-exported by `pagedkv.simulator`; what `pagedkv simulate` and `pagedkv paper` call)::
 
@@ -10,34 +10,38 @@ Public API (re-exported by `pagedkv.simulator`; what `pagedkv simulate` and `pag
     caches = standard_caches(kv_slots=144_000, max_seq_len=4500)      # naive, orca-max/pow2/oracle, paged
     results = compare(requests, caches, SimConfig(iteration_time=IterationTime(0.05)))
     results["paged"].summary(window=(300, 900))                       # means over a steady state
-    results["naive"].series.breakdown(capacity)                       # per-step waste breakdown
+    results["paged"].summary()["ttft_s_p99"]                          # latency percentiles
 
-- ``simulate(requests, cache, config)`` runs one fresh cache and returns a `SimResult` (per-step
-  `StepSeries`, per-request steps and latencies, counters); ``compare`` runs several caches, which
-  must have the same `capacity_slots`, on the identical request list.
+- ``simulate(requests, cache, config)`` runs one fresh cache and returns a `SimResult`;
+  ``compare`` runs several caches, which must have the same `capacity_slots`, on the identical list.
 - Caches: ``NaiveCache(kv_slots, max_seq_len)``, ``OrcaCache(kv_slots, max_seq_len, "max" | "pow2" |
   "oracle", block_size=16)``, ``PagedCache(kv_slots, block_size, enable_prefix_caching=,
-  watermark=, preemption="recompute" | "swap", swap_slots=)``. Sweeping block sizes = one
-  `PagedCache` per size with the same `kv_slots` (and distinct `name`s).
-- `SimConfig`: the iteration-time model, parallel sampling ``n`` or beam search ``beam_width``
-  (with ``beam_prune_prob``), ``max_num_seqs``, ``max_time`` / ``max_steps`` to stop early, ``seed``.
+  watermark=, preemption="recompute" | "swap", swap_slots=)``.
+- `SimConfig`: the time model, ``n`` / ``beam_width``, ``max_num_seqs``, ``max_num_batched_tokens``,
+  ``scheduler`` ("v1" | "v0"), ``enable_chunked_prefill``, ``max_time``, ``seed``.
 
-One step, in order (vLLM's scheduler order, so an admission is never undone in its own step):
+One step under the V1 scheduler (vLLM V1's order, so an admission is never undone in its own step):
   1. requests that have arrived by the step's start time join the waiting queue;
-  2. running sequences that cross a block boundary in this step get their block (paged); when none
-     is free the newest running request is preempted;
-  3. if nothing was preempted: swapped-out requests resume, then waiting requests are admitted,
-     FCFS, each with its prompt prefilled and its first token generated in this step; admission
-     stops at the first request that does not fit (head-of-line, no skipping);
-  4. every running sequence has generated one token: the step's metrics are recorded;
-  5. requests whose last token was this step's free their memory.
+  2. decoding sequences that cross a block boundary get their block (paged); when none is free the
+     newest resident request is preempted;
+  3. the token budget (`max_num_batched_tokens`) pays for one token per decoding sequence first,
+     then for the next chunk of prompts already being prefilled, oldest first;
+  4. if nothing was preempted: swapped-out requests resume, then waiting requests are admitted, FCFS,
+     while sequences (`max_num_seqs`), budget and memory allow; a prompt whose remainder fits in the
+     budget is prefilled whole and produces its first token in this step, a longer one gets a chunk
+     (chunked prefill) and continues next step; admission stops at the first request that does not
+     fit (head-of-line, no skipping);
+  5. every decoding sequence generates one token: the step's metrics are recorded;
+  6. requests whose last token was this step's free their memory.
+Under V0 a step is either a prefill step (when waiting prompts can be admitted: only they run, whole,
+and decodes wait) or a decode step (steps 2, resuming swapped-out requests, 5, 6).
 
-Cost. A group's length is ``step + base``, so step 4 is arithmetic; the only per-request work is at
-events: arrivals, admissions, finishes (a heap keyed by finish step), and in the paged cache block
-crossings (a heap keyed by crossing step, one ``append(seq, k)`` per crossing) and beam forks.
-A step costs O(1) plus its events; no loop anywhere runs once per generated token, and the step
-count itself shrinks as batches grow. Admission is retried only after memory was released, since
-nothing else can make the head of the queue fit.
+Time. A decoding group's length is ``tick + base``, where the tick counts decode steps (every step
+under V1; V0's prefill steps do not tick), so recording is arithmetic; the only per-request work is at
+events: arrivals, admissions and prefill chunks, finishes (a heap keyed by finish tick), and in the
+paged cache block crossings and beam forks. No loop runs once per generated token. Admission is
+retried after a memory failure only once memory was released or a smaller chunk is offered: nothing
+else can make the head fit.
 """
 
 from __future__ import annotations
@@ -51,10 +55,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pagedkv.progress import Progress
-from pagedkv.simulator.cache import KVCache
+from pagedkv.simulator.cache import Admission, KVCache, Preemption
 from pagedkv.simulator.config import SimConfig, SimulationConfigError
 from pagedkv.simulator.group import Group
-from pagedkv.simulator.metrics import SimResult, StepSeries
+from pagedkv.simulator.metrics import RequestResults, SimResult, StepSeries, StepTotals, StepTrend
 from pagedkv.simulator.naive import NaiveCache
 from pagedkv.simulator.orca import OrcaCache
 from pagedkv.simulator.paged import PagedCache
@@ -68,12 +72,18 @@ _PROGRESS_EVERY = 2048  # steps
 class StepView:
     """What an `on_step` observer sees at the end of a step (after its tokens are written and its
     metrics recorded, before the requests finishing in it free their memory). Read-only: the loop
-    and the cache own everything here; an observer must not change it."""
+    and the cache own everything here; an observer must not change it.
+
+    A decoding group's length is ``group.length(tick)``; a prefilling group has written
+    ``group.computed`` tokens of its prompt.
+    """
 
     step: int
+    tick: int
     time: float
     cache: KVCache
-    running: Mapping[int, Group]  # request id -> group, in admission order
+    running: Mapping[int, Group]  # request id -> decoding group, in admission order
+    prefilling: Mapping[int, Group]  # request id -> group whose prompt is still being prefilled
     waiting: Sequence[Group]
     swapped: Sequence[Group]
 
@@ -111,14 +121,16 @@ def compare(
     *,
     progress: Progress | None = None,
     on_step: Callable[[str], StepObserver | None] | None = None,
+    keep_series: bool = True,
+    window: tuple[float, float] | None = None,
 ) -> dict[str, SimResult]:
     """Run every cache on the identical request list; results by cache name, in the given order.
 
-    `progress` advances by one for every request finished by any cache (its total is
+    `progress` advances by one for every request finished by any cache (its total should be
     ``len(caches) * len(requests)``); `on_step(cache_name)` gives each run's observer (or None).
     """
     if not caches:
-        raise SimulationConfigError("compare() needs at least one cache")
+        raise SimulationConfigError("no cache to compare: give at least one")
     capacities = {cache.capacity_slots for cache in caches}
     if len(capacities) != 1:
         listed = ", ".join(f"{c.name}={c.capacity_slots:,}" for c in caches)
@@ -133,7 +145,15 @@ def compare(
         if progress is not None:
             progress.set_description(f"simulating {cache.name}")
         observer = on_step(cache.name) if on_step is not None else None
-        results[cache.name] = simulate(requests, cache, config, progress=progress, on_step=observer)
+        results[cache.name] = simulate(
+            requests,
+            cache,
+            config,
+            progress=progress,
+            on_step=observer,
+            keep_series=keep_series,
+            window=window,
+        )
     return results
 
 
@@ -144,148 +164,296 @@ def simulate(
     *,
     progress: Progress | None = None,
     on_step: StepObserver | None = None,
+    keep_series: bool = True,
+    window: tuple[float, float] | None = None,
 ) -> SimResult:
     """Serve `requests` (sorted by arrival) with a fresh `cache`; see the module docstring.
 
-    `progress` advances by one for every finished request; `on_step` is called at the end of every
-    step with a `StepView` (for recorders such as `pagedkv watch`; it slows the run down).
+    `keep_series`: keep every step's metrics (`SimResult.series`; 64 bytes a step) — without it,
+    memory does not grow with the number of steps and summaries cover the whole run or `window`
+    (``(start_s, end_s)``, given here up front). `progress` advances by one for every finished
+    request; `on_step` is called at the end of every step with a `StepView` (it slows the run down).
     """
     config = config or SimConfig()
     _check_requests(requests)
+    if window is not None and not window[0] < window[1]:
+        raise SimulationConfigError(f"window {tuple(window)!r}: the start must be before the end")
     started = time.perf_counter()
     cache.start(config, requests)
-    groups = [Group(request, config.num_seqs) for request in requests]
-    series, end_time = _run(groups, cache, config, progress, on_step)
+    check_budget(requests, config)
+    loop = _Loop(requests, cache, config, keep_series, window, progress, on_step)
+    loop.run()
     return SimResult(
         cache=cache.name,
         capacity_slots=cache.capacity_slots,
         layout=cache.describe(),
         config=config,
-        series=series,
-        arrival_step=[g.arrival_step for g in groups],
-        first_admit_step=[g.first_admit_step for g in groups],
-        finish_step=[-1 if math.isnan(g.finish_time) else g.finish_step for g in groups],
-        latency_s=[g.finish_time - g.request.arrival_time for g in groups],
-        preemptions=[g.preemptions for g in groups],
+        totals=loop.totals,
+        trend=loop.trend,
+        requests=loop.results,
         counters=cache.counters(),
-        end_time=end_time,
+        end_time=loop.clock,
         wall_s=time.perf_counter() - started,
+        series=loop.series,
+        window=window,
+        window_totals=loop.window_totals,
     )
 
 
-def _run(
-    groups: list[Group],
-    cache: KVCache,
-    config: SimConfig,
-    progress: Progress | None,
-    on_step: StepObserver | None,
-) -> tuple[StepSeries, float]:
-    series = StepSeries()
-    waiting: deque[Group] = deque()
-    swapped: deque[Group] = deque()
-    running: dict[int, Group] = {}
-    finishing: list[tuple[int, int, int, Group]] = []  # (finish step, request id, epoch, group)
-    total, arrived, finished, reported = len(groups), 0, 0, 0
-    step, clock = 0, 0.0
-    num_seqs = base_sum = 0  # running sequences; sum of their `base`, so sum of lengths = n*step + base_sum
-    blocked: tuple[Group | None, int] = (None, -1)  # queue head that did not fit, and `releases` then
-    iteration_time = config.iteration_time
-    max_num_seqs = config.max_num_seqs or math.inf
-    max_time = config.max_time if config.max_time is not None else math.inf
-    max_steps = config.max_steps if config.max_steps is not None else math.inf
-    record = (
-        series.time.append,
-        series.batch.append,
-        series.queue.append,
-        series.held.append,
-        series.tokens.append,
-        series.internal.append,
-        series.padding.append,
-        series.saved.append,
-    )
-    while finished < total:
-        if not running and not waiting and not swapped:
-            clock = max(clock, groups[arrived].request.arrival_time)  # idle: jump to the next arrival
-        if clock >= max_time or step >= max_steps:
-            break
-        while arrived < total and groups[arrived].request.arrival_time <= clock:
-            groups[arrived].arrival_step = step
-            waiting.append(groups[arrived])
-            arrived += 1
+class _Loop:
+    """One run's state; `run` steps until every request finished or the clock ran out."""
 
-        preempted = cache.grow(step)
-        for group in preempted:  # newest first, so the oldest ends up at the head of its queue
-            del running[group.gid]
-            num_seqs -= group.num_seqs
-            base_sum -= group.num_seqs * group.base
-            group.resume_len = group.length(step - 1)
-            group.preemptions += 1
-            (swapped if group.swapped else waiting).appendleft(group)
+    def __init__(
+        self,
+        requests: list[Request],
+        cache: KVCache,
+        config: SimConfig,
+        keep_series: bool,
+        window: tuple[float, float] | None,
+        progress: Progress | None,
+        on_step: StepObserver | None,
+    ) -> None:
+        self.requests, self.cache, self.config = requests, cache, config
+        self.progress, self.on_step = progress, on_step
+        capacity = cache.capacity_slots
+        self.totals = StepTotals(capacity)
+        self.trend = StepTrend(capacity)
+        self.series = StepSeries() if keep_series else None
+        self.window = window
+        self.window_totals = StepTotals(capacity) if window is not None else None
+        self.results = RequestResults.empty(
+            [r.arrival_time for r in requests], [r.output_len for r in requests]
+        )
+        self.waiting: deque[Group] = deque()
+        self.swapped: deque[Group] = deque()
+        self.prefilling: dict[int, Group] = {}
+        self.running: dict[int, Group] = {}  # decoding groups, admission order
+        self.finishing: list[tuple[int, int, int, Group]] = []  # (finish tick, request id, epoch, group)
+        self.num_seqs = 0  # decoding sequences
+        self.base_sum = 0  # sum of num_seqs * base over decoding groups: their lengths sum to n*tick + this
+        self.prefill_seqs = 0  # sequences of prefilling groups (they count against max_num_seqs)
+        self.step = self.tick = 0
+        self.clock = 0.0
+        self.arrived = self.finished = 0
+        # the head that last failed to fit in memory, `releases` then, and the budget it was offered
+        self.blocked: tuple[Group | None, int, float] = (None, -1, 0.0)
+        self.max_num_seqs = config.max_num_seqs or math.inf
+        self.limit = config.max_num_batched_tokens
+        self.v0 = config.scheduler == "v0"
+        self.chunked = config.chunked_prefill
 
-        prefill = 0
-        if not preempted:
-            for queue in (swapped, waiting):  # swapped-out requests resume before new ones start
-                while queue:
-                    group = queue[0]
-                    if num_seqs + group.num_seqs > max_num_seqs:
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> None:
+        total, reported = len(self.requests), 0
+        max_time = self.config.max_time if self.config.max_time is not None else math.inf
+        requests = self.requests
+        while self.finished < total:
+            if not (self.running or self.prefilling or self.waiting or self.swapped):
+                self.clock = max(self.clock, requests[self.arrived].arrival_time)  # idle: jump
+            if self.clock >= max_time:
+                break
+            self._arrive()
+            if self.v0 and self.waiting and not self.swapped and self._prefill_step():
+                self.step += 1
+                continue
+            self._decode_step()
+            self.step += 1
+            self.tick += 1
+            if self.progress is not None and self.step % _PROGRESS_EVERY == 0:
+                self.progress.update(self.finished - reported)
+                reported = self.finished
+        if self.progress is not None:
+            self.progress.update(self.finished - reported)
+
+    def _arrive(self) -> None:
+        requests, config, clock, step = self.requests, self.config, self.clock, self.step
+        arrival_step = self.results.arrival_step
+        while self.arrived < len(requests) and requests[self.arrived].arrival_time <= clock:
+            i = self.arrived
+            request = requests[i]
+            arrival_step[i] = step
+            self.waiting.append(Group(request, i, config.num_seqs, request.prompt_len))
+            self.arrived += 1
+
+    def _decode_step(self) -> None:
+        """A step that decodes every running sequence (and, under V1, admits and prefills)."""
+        cache, tick = self.cache, self.tick
+        preempted = cache.grow(tick)
+        self._take_off(preempted)
+        budget = None if self.limit is None else self.limit - self.num_seqs
+        prefill, context, first_tokens = 0, 0, []
+        for group in list(self.prefilling.values()):  # chunks of prompts admitted earlier, oldest first
+            if budget is not None and budget <= 0:
+                break
+            if group.gid not in self.prefilling:
+                continue  # preempted by an earlier chunk of this step
+            assert budget is not None  # prompts are only ever split under a token budget
+            admission, more = cache.extend(group, tick, budget)
+            if more:
+                preempted = [*preempted, *more]
+                self._take_off(more)
+            if group.gid not in self.prefilling:
+                continue
+            budget -= admission.computed
+            prefill += admission.computed
+            context += self._prefilled(group, admission, tick, first_tokens)
+        if not preempted and not self.v0:
+            budget, computed, attended = self._admit(self.swapped, budget, tick, first_tokens)
+            if not self.swapped:
+                budget, more_computed, more_attended = self._admit(self.waiting, budget, tick, first_tokens)
+                computed += more_computed
+                attended += more_attended
+            prefill += computed
+            context += attended
+        elif self.v0 and not preempted:
+            budget, _, _ = self._admit(self.swapped, budget, tick, first_tokens)
+        lengths = self.num_seqs * tick + self.base_sum
+        self._end_step(self.num_seqs, prefill, lengths + context, lengths, tick, first_tokens)
+
+    def _prefill_step(self) -> bool:
+        """V0: admit waiting prompts, whole, in a step of their own; False (no step) if none fits."""
+        first_tokens: list[Group] = []
+        before = self.num_seqs
+        tick = self.tick - 1  # decodes do not advance in this step: new groups count from the last tick
+        _, prefill, _ = self._admit(self.waiting, self.limit, tick, first_tokens)
+        if not first_tokens:
+            return False
+        batch = self.num_seqs - before
+        lengths = self.num_seqs * tick + self.base_sum
+        new = sum(g.num_seqs * g.length(tick) for g in first_tokens)
+        self._end_step(batch, prefill, new, lengths, tick, first_tokens)
+        return True
+
+    # ------------------------------------------------------------------ admission and prefill
+
+    def _admit(
+        self, queue: deque[Group], budget: int | None, tick: int, first_tokens: list[Group]
+    ) -> tuple[int | None, int, int]:
+        """Admit from the head of `queue` while sequences, budget and memory allow.
+
+        Returns the budget left, the tokens computed and the context they attended over.
+        """
+        cache, computed, attended = self.cache, 0, 0
+        while queue:
+            group = queue[0]
+            if self.num_seqs + self.prefill_seqs + group.num_seqs > self.max_num_seqs:
+                break
+            if budget is not None:
+                if group.swapped:
+                    if budget < group.num_seqs:  # it decodes in this step
                         break
-                    if blocked[0] is group and blocked[1] == cache.releases:
-                        break  # nothing was freed since it last failed to fit
-                    length = group.resume_len + 1
-                    group.base = length - step
-                    group.finish_step = step + group.final_len - length
-                    computed = cache.admit(group, step)
-                    if computed is None:
-                        blocked = (group, cache.releases)
-                        break
-                    queue.popleft()
-                    prefill += computed
-                    running[group.gid] = group
-                    num_seqs += group.num_seqs
-                    base_sum += group.num_seqs * group.base
-                    if group.first_admit_step < 0:
-                        group.first_admit_step = step
-                    heapq.heappush(finishing, (group.finish_step, group.gid, group.epoch, group))
-                if queue:
+                elif budget <= 0 or (not self.chunked and group.resume_len > budget):
                     break
+            offered = math.inf if budget is None else budget
+            blocked_group, releases, blocked_budget = self.blocked
+            if blocked_group is group and releases == cache.releases and offered >= blocked_budget:
+                break  # nothing was freed since it last failed to fit, and it asks for no less now
+            admission = cache.admit(group, tick, budget if self.chunked else None)
+            if admission is None:
+                self.blocked = (group, cache.releases, offered if self.chunked else 0.0)
+                break
+            queue.popleft()
+            if self.results.first_admit_step[group.index] < 0:
+                self.results.first_admit_step[group.index] = self.step
+            group.swapped = False
+            if budget is not None:
+                budget -= admission.computed if admission.computed or not admission.done else group.num_seqs
+            computed += admission.computed
+            if not admission.done:
+                self.prefilling[group.gid] = group
+                self.prefill_seqs += group.num_seqs
+            attended += self._prefilled(group, admission, tick, first_tokens)
+        return budget, computed, attended
 
-        saved = cache.saved_slots
-        record[0](clock)
-        record[1](num_seqs)
-        record[2](len(waiting) + len(swapped))
-        record[3](cache.held_slots)
-        record[4](num_seqs * step + base_sum - saved)
-        record[5](cache.internal_slots)
-        record[6](cache.padding_slots)
-        record[7](saved)
-        if config.check_invariants:
-            cache.check(step)
-        if on_step is not None:
-            on_step(StepView(step, clock, cache, running, waiting, swapped))
+    def _prefilled(self, group: Group, admission: Admission, tick: int, first_tokens: list[Group]) -> int:
+        """Book a prefill step of `group`; returns the context its chunk attended over (0 when done:
+        a group that starts decoding is counted with the decoding lengths)."""
+        group.computed += admission.hits + admission.computed
+        if not admission.done:
+            return group.computed
+        if group.gid in self.prefilling:
+            del self.prefilling[group.gid]
+            self.prefill_seqs -= group.num_seqs
+        length = group.resume_len + 1
+        group.base = length - tick
+        group.finish_tick = tick + group.final_len - length
+        self.running[group.gid] = group
+        self.num_seqs += group.num_seqs
+        self.base_sum += group.num_seqs * group.base
+        heapq.heappush(self.finishing, (group.finish_tick, group.gid, group.epoch, group))
+        first_tokens.append(group)
+        return 0
 
-        duration = iteration_time(num_seqs, prefill, num_seqs * step + base_sum)
+    def _take_off(self, preempted: list[Preemption]) -> None:
+        """Requeue preempted groups at the head of their queue (newest first, so the oldest leads)."""
+        for group, swapped in preempted:
+            if group.gid in self.running:
+                del self.running[group.gid]
+                self.num_seqs -= group.num_seqs
+                self.base_sum -= group.num_seqs * group.base
+                group.resume_len = group.length(self.tick - 1)
+            else:
+                del self.prefilling[group.gid]
+                self.prefill_seqs -= group.num_seqs
+            group.computed = 0
+            group.swapped = swapped
+            group.epoch += 1
+            group.preemptions += 1
+            self.results.preemptions[group.index] += 1
+            (self.swapped if swapped else self.waiting).appendleft(group)
+
+    # ------------------------------------------------------------------ recording and finishing
+
+    def _end_step(
+        self, batch: int, prefill: int, context: int, lengths: int, tick: int, first_tokens: list[Group]
+    ) -> None:
+        cache, clock = self.cache, self.clock
+        held, internal, padding, saved, prefill_held = cache.usage()
+        queue = len(self.waiting) + len(self.swapped)
+        tokens = lengths + prefill_held - saved
+        self.totals.add(clock, batch, queue, held, tokens, internal, padding, saved)
+        self.trend.add(clock, batch, held, tokens)
+        if self.series is not None:
+            self.series.add(clock, batch, queue, held, tokens, internal, padding, saved)
+        if self.window is not None and self.window[0] <= clock < self.window[1]:
+            assert self.window_totals is not None
+            self.window_totals.add(clock, batch, queue, held, tokens, internal, padding, saved)
+        if self.config.check_invariants:
+            cache.check(tick)
+        if self.on_step is not None:
+            view = StepView(
+                self.step, tick, clock, cache, self.running, self.prefilling, self.waiting, self.swapped
+            )
+            self.on_step(view)
+        duration = self.config.iteration_time(batch, prefill, context)
         if not duration > 0:
             raise SimulationConfigError(
-                f"the iteration-time model returned {duration!r} s for step {step}; steps must take > 0 s"
+                f"the iteration-time model returned {duration!r} s for step {self.step}; "
+                "steps must take > 0 s"
             )
-        while finishing and finishing[0][0] <= step:
+        end = clock + duration
+        first_token_time = self.results.first_token_time
+        for group in first_tokens:
+            if math.isnan(first_token_time[group.index]):
+                first_token_time[group.index] = end
+        self._finish(tick, end)
+        self.clock = end
+
+    def _finish(self, tick: int, end: float) -> None:
+        finishing, results = self.finishing, self.results
+        while finishing and finishing[0][0] <= tick:
             _, _, epoch, group = heapq.heappop(finishing)
             if epoch != group.epoch:
                 continue  # preempted after this finish was queued
-            cache.release(group)
-            del running[group.gid]
-            num_seqs -= group.num_seqs
-            base_sum -= group.num_seqs * group.base
-            group.finish_time = clock + duration
-            finished += 1
-        clock += duration
-        step += 1
-        if progress is not None and step % _PROGRESS_EVERY == 0:
-            progress.update(finished - reported)
-            reported = finished
-    if progress is not None:
-        progress.update(finished - reported)
-    return series, clock
+            self.cache.release(group)
+            del self.running[group.gid]
+            self.num_seqs -= group.num_seqs
+            self.base_sum -= group.num_seqs * group.base
+            group.epoch += 1
+            results.finish_step[group.index] = self.step
+            results.finish_time[group.index] = end
+            self.finished += 1
 
 
 def _check_requests(requests: list[Request]) -> None:
@@ -297,6 +465,21 @@ def _check_requests(requests: list[Request]) -> None:
                 f"requests must be sorted by arrival_time: request at index {i + 1} arrives at "
                 f"{later.arrival_time} s, before the one at index {i} ({earlier.arrival_time} s)"
             )
-    ids = [request.request_id for request in requests]
-    if len(set(ids)) != len(ids):
+    ids = {request.request_id for request in requests}
+    if len(ids) != len(requests):
         raise SimulationConfigError("request ids must be distinct (they key the simulator's bookkeeping)")
+
+
+def check_budget(requests: list[Request], config: SimConfig) -> None:
+    """Without chunked prefill a prompt (or a recompute) must fit in one step's budget, or it never runs."""
+    budget = config.max_num_batched_tokens
+    if budget is None or config.chunked_prefill:
+        return
+    longest = max(requests, key=lambda r: r.total_len)
+    if longest.total_len - 1 > budget:
+        raise SimulationConfigError(
+            f"request {longest.request_id} may need {longest.total_len - 1:,} tokens prefilled in one step "
+            f"(prompt {longest.prompt_len:,} + output {longest.output_len:,}, if it is preempted near the "
+            f"end) but max_num_batched_tokens is {budget:,} and prompts are not chunked; raise the budget to "
+            "at least the longest sequence (vLLM requires it too), or use chunked prefill"
+        )

@@ -6,8 +6,9 @@ sequence's final length are internal fragmentation; the slots it has not generat
 reservation; so token states can never exceed ``mean length / max_seq_len`` of what is held, about
 50 % on the default workload.
 
-Invariant: a row is either free (in `_free_rows`) or held by exactly one sequence; held slots are
-``rows held * max_seq_len``.
+Invariant: a row is either free or held by exactly one sequence; held slots are ``rows held *
+max_seq_len``. Rows never used yet are not listed (`_fresh` counts them off), so an arena of a
+hundred million rows costs nothing until they are taken; freed rows are reused last-freed first.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class NaiveCache(ReservationCache[int]):
         super().__init__(name, kv_slots)
         self.max_seq_len = max_seq_len
         self.num_rows = kv_slots // max_seq_len
-        self._free_rows = list(range(self.num_rows - 1, -1, -1))  # pop() takes the lowest row
+        self._freed_rows: list[int] = []  # rows given back, reused last-freed first
+        self._fresh = 0  # rows 0 .. _fresh - 1 have been taken at least once
 
     def check_fits(self, request: Request, num_seqs: int) -> None:
         if request.total_len > self.max_seq_len:
@@ -54,10 +56,15 @@ class NaiveCache(ReservationCache[int]):
         return self.max_seq_len
 
     def _take(self, request: Request) -> int | None:
-        return self._free_rows.pop() if self._free_rows else None
+        if self._freed_rows:
+            return self._freed_rows.pop()
+        if self._fresh < self.num_rows:
+            self._fresh += 1
+            return self._fresh - 1
+        return None
 
     def _give_back(self, chunk: int) -> None:
-        self._free_rows.append(chunk)
+        self._freed_rows.append(chunk)
 
     def describe(self) -> str:
         unused = self.capacity_slots - self.num_rows * self.max_seq_len

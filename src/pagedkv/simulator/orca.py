@@ -9,7 +9,7 @@ external fragmentation, while ``reservation - (prompt + output)`` is internal fr
 admits FCFS, stops at the first request that does not fit, and never preempts.
 
 Invariant: every admitted sequence holds exactly one buddy block; the buddy allocator's allocated
-units equal ``held_slots / block_size``.
+units equal the held slots / `block_size`.
 """
 
 from __future__ import annotations

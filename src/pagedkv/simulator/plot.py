@@ -5,8 +5,9 @@ naive and paged caches (the seed's plot); (b) the mean waste breakdown of every 
 the paper's Figure 2; (c) running sequences over time. matplotlib is imported here, lazily, and
 drawn through the Agg canvas without pyplot, so plotting never changes a caller's backend.
 
-Invariant: the figure shows only numbers from the `SimResult`s it is given (per-step series are
-averaged into at most `_MAX_POINTS` bins for drawing; the bars are `summary()` means).
+Invariant: the figure shows only numbers from the `SimResult`s it is given (the lines are the
+run's down-sampled `trend`, means over bins of consecutive steps; the bars are `summary()` means).
+Legends sit outside the axes, so they never hide data.
 """
 
 from __future__ import annotations
@@ -14,18 +15,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from pagedkv.simulator.metrics import BREAKDOWN, BREAKDOWN_LABELS, SimResult
+from pagedkv.outputs import atomic_path
+from pagedkv.simulator.metrics import BREAKDOWN, BREAKDOWN_COLORS, BREAKDOWN_LABELS, SimResult
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-_MAX_POINTS = 600
-_BREAKDOWN_COLORS = {
-    "token_states": "#3a923a",
-    "reservation": "#f2b701",
-    "internal": "#d62728",
-    "external": "#b0b0b0",
-}
 _CACHE_COLORS = {
     "naive": "#d62728",
     "orca-max": "#9467bd",
@@ -62,9 +57,8 @@ def plot_comparison(
     lines = _line_caches(results)
     colors = _colors(results)
     for name in lines:
-        series = results[name].series
-        t, tokens = _binned(series.time, series.tokens)
-        _, held = _binned(series.time, series.held)
+        trend = results[name].trend.points()
+        t, tokens, held = trend["time"], trend["tokens"], trend["held"]
         color = colors[name]
         memory.plot(
             t, [100.0 * v / capacity for v in tokens], color=color, lw=1.6, label=f"{name}: holding tokens"
@@ -72,21 +66,22 @@ def plot_comparison(
         memory.plot(
             t, [100.0 * v / capacity for v in held], color=color, lw=1.0, ls="--", label=f"{name}: held"
         )
-        b_t, b_v = _binned(series.time, series.batch)
-        batch.plot(b_t, b_v, color=color, lw=1.4, label=name)
+        batch.plot(t, trend["batch"], color=color, lw=1.4, label=name)
     memory.set(ylim=(0, 105), xlabel="time (s)", ylabel="% of KV capacity")
     memory.set_title(
         f"KV memory over time, same requests, {capacity:,} token slots per cache"
         + (f"\n{subtitle}" if subtitle else ""),
         fontsize=11,
     )
-    memory.legend(loc="lower center", ncol=2, fontsize=9)
+    memory.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
     memory.grid(alpha=0.3)
     batch.set(xlabel="time (s)", ylabel="sequences", title="running batch size")
-    batch.legend(fontsize=9)
+    batch.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
     batch.grid(alpha=0.3)
     _breakdown_bars(bars, results, window)
-    fig.savefig(path)
+    suffix = os.fspath(path).rsplit(".", 1)[-1].lower()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=suffix)
 
 
 def _breakdown_bars(ax: Axes, results: dict[str, SimResult], window: tuple[float, float] | None) -> None:
@@ -99,7 +94,7 @@ def _breakdown_bars(ax: Axes, results: dict[str, SimResult], window: tuple[float
             names,
             values,
             bottom=bottoms,
-            color=_BREAKDOWN_COLORS[category],
+            color=BREAKDOWN_COLORS[category],
             label=BREAKDOWN_LABELS[category],
             width=0.6,
         )
@@ -123,16 +118,3 @@ def _line_caches(results: dict[str, SimResult]) -> list[str]:
 def _colors(results: dict[str, SimResult]) -> dict[str, str]:
     spare = iter(_FALLBACK_COLORS * len(results))
     return {name: _CACHE_COLORS.get(name) or next(spare) for name in results}
-
-
-def _binned(times: list[float], values: list[int]) -> tuple[list[float], list[float]]:
-    """At most `_MAX_POINTS` points: the mean time and mean value of consecutive equal-size bins."""
-    size = max(1, -(-len(values) // _MAX_POINTS))
-    if size == 1:
-        return list(times), [float(v) for v in values]
-    xs, ys = [], []
-    for start in range(0, len(values), size):
-        chunk_t, chunk_v = times[start : start + size], values[start : start + size]
-        xs.append(sum(chunk_t) / len(chunk_t))
-        ys.append(sum(chunk_v) / len(chunk_v))
-    return xs, ys
