@@ -17,6 +17,7 @@ from pagedkv.simulator import (
     synthetic_workload,
 )
 from pagedkv.simulator.orca import next_power_of_two
+from pagedkv.simulator.paged_counts import CountingPagedCache
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def _expected_breakdown(result, cache, lengths_per_step):  # type: ignore[no-unt
         reservation = internal = padding = 0
         for request, length, num_seqs in running:
             final = request.total_len
-            if isinstance(cache, PagedCache):
+            if isinstance(cache, (PagedCache, CountingPagedCache)):
                 size = cache.block_size
                 last_block = -(-length // size) == -(-final // size)
                 slack = -(-final // size) * size - final if last_block else 0
@@ -51,11 +52,15 @@ def _expected_breakdown(result, cache, lengths_per_step):  # type: ignore[no-unt
     return expected
 
 
-@pytest.mark.parametrize("kind", ["naive", "orca-max", "orca-pow2", "orca-oracle", "paged"])
+@pytest.mark.parametrize("kind", ["naive", "orca-max", "orca-pow2", "orca-oracle", "paged", "paged+tables"])
 def test_breakdown_matches_what_the_running_lengths_imply(workload: list[Request], kind: str) -> None:
     """Reservation, internal fragmentation and padding recomputed from the lengths an observer sees
     (not from the cache's counters); token states are checked by the test below."""
-    (cache,) = standard_caches(24_000, 1200, kinds=[kind], watermark=0.01)
+    tables = kind.endswith("+tables")
+    (cache,) = standard_caches(
+        24_000, 1200, kinds=[kind.removesuffix("+tables")], watermark=0.01, block_tables=tables
+    )
+    assert isinstance(cache, PagedCache) == tables
     lengths: list[list[tuple[Request, int, int]]] = []
     observe = lambda view: lengths.append(  # noqa: E731
         [(g.request, g.length(view.tick), g.num_seqs) for g in view.running.values()]

@@ -374,6 +374,7 @@ def build_run(args: argparse.Namespace) -> Run:
         kinds=kinds,
         block_size=args.block_size or 16,
         orca_block_size=args.orca_block_size or 16,
+        num_seqs=config.num_seqs,
         enable_prefix_caching=args.enable_prefix_caching,
         watermark=0.01 if args.watermark is None else args.watermark,
         preemption=args.preemption_mode or "recompute",

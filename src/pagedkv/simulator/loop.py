@@ -62,6 +62,7 @@ from pagedkv.simulator.metrics import RequestResults, SimResult, StepSeries, Ste
 from pagedkv.simulator.naive import NaiveCache
 from pagedkv.simulator.orca import OrcaCache
 from pagedkv.simulator.paged import PagedCache
+from pagedkv.simulator.paged_counts import CountingPagedCache, counts_suffice
 from pagedkv.simulator.workload import Request
 
 CACHE_KINDS = ("naive", "orca-max", "orca-pow2", "orca-oracle", "paged")
@@ -98,17 +99,29 @@ def standard_caches(
     kinds: tuple[str, ...] | list[str] = CACHE_KINDS,
     block_size: int = 16,
     orca_block_size: int = 16,
+    num_seqs: int = 1,
+    block_tables: bool = False,
+    enable_prefix_caching: bool = False,
     **paged_options: object,
 ) -> list[KVCache]:
-    """Fresh caches of the given kinds, all with `kv_slots` token slots (equal memory)."""
+    """Fresh caches of the given kinds, all with `kv_slots` token slots (equal memory).
+
+    "paged" is a `CountingPagedCache` (block counts; the same results, several times faster) when
+    counts decide the run — prefix caching off and `num_seqs` (the run's `SimConfig.num_seqs`) one —
+    and a `PagedCache` (every block table in a `BlockManager`) otherwise or when `block_tables`.
+    """
     caches: list[KVCache] = []
     for kind in kinds:
         if kind == "naive":
             caches.append(NaiveCache(kv_slots, max_seq_len))
         elif kind.startswith("orca-") and kind in CACHE_KINDS:
             caches.append(OrcaCache(kv_slots, max_seq_len, kind[5:], block_size=orca_block_size))
+        elif kind == "paged" and not block_tables and counts_suffice(enable_prefix_caching, num_seqs):
+            caches.append(CountingPagedCache(kv_slots, block_size, **paged_options))  # type: ignore[arg-type]
         elif kind == "paged":
-            caches.append(PagedCache(kv_slots, block_size, **paged_options))  # type: ignore[arg-type]
+            caches.append(
+                PagedCache(kv_slots, block_size, enable_prefix_caching=enable_prefix_caching, **paged_options)  # type: ignore[arg-type]
+            )
         else:
             raise SimulationConfigError(f"unknown cache {kind!r}; choose from {', '.join(CACHE_KINDS)}")
     return caches

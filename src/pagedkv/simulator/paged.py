@@ -65,6 +65,7 @@ class _Record:
     internal: int = 0  # final-block padding counted as internal fragmentation
     swapped_blocks: int = 0
     last_tick: int = -1  # while decoding: the tick of its last token (no beam forks after it)
+    crossed: int = -1  # the last tick in which its sequences took a block for a boundary crossing
 
 
 class PagedCache(KVCache):
@@ -402,6 +403,7 @@ class PagedCache(KVCache):
             if have < length and not self._append(record, seq, have, length, tick, preempted):
                 return  # the group itself was preempted
         self._set_blocks(record, record.blocks + group.num_seqs)
+        record.crossed = tick
         self._enter_block(record, -(-length // self.block_size))
         if length + self.block_size <= group.final_len:
             self._push(tick + self.block_size, _BOUNDARY, record)
@@ -437,7 +439,9 @@ class PagedCache(KVCache):
         held = group.length(tick - 1) if record.prefilled < 0 else record.prefilled
         swap = False
         if self.preemption == "swap" and record.prefilled < 0:
+            # what it held before this tick: a block taken for this tick's token is not swapped
             blocks = len({block for seq in record.seqs for block in self.bm.block_table(seq)})
+            blocks -= group.num_seqs if record.crossed == tick else 0
             swap = self.swap_used + blocks <= self.swap_blocks
             if swap:
                 record.swapped_blocks = blocks
