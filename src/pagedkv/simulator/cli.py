@@ -100,7 +100,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     work.add_argument(
         "--num-requests",
         type=positive_int,
-        help=f"requests to generate (default {DEFAULT_NUM_REQUESTS:,}), or trace rows to read (default all)",
+        help=f"requests to generate (default {DEFAULT_NUM_REQUESTS:,}), or trace rows to read (default all); "
+        "more than a length-only trace has repeats its lengths",
     )
     work.add_argument(
         "--rate",
@@ -580,9 +581,12 @@ def _workload(args: argparse.Namespace, max_seq_len: int) -> tuple[list[Request]
         )
         if trace.timed and args.rate is None:
             return trace.requests, trace.describe()
+        wanted = args.num_requests if not trace.timed else None
+        repeated = wanted is not None and wanted > len(trace.requests)
+        tail = f", lengths repeated to {wanted:,} requests" if repeated else ""
         return (
-            with_poisson_arrivals(trace.requests, rate, args.seed),
-            f"{trace.describe()}; Poisson arrivals at {rate:g} req/s (seed {args.seed})",
+            with_poisson_arrivals(trace.requests, rate, args.seed, wanted if repeated else None),
+            f"{trace.describe()}; Poisson arrivals at {rate:g} req/s (seed {args.seed}){tail}",
         )
     num = args.num_requests or DEFAULT_NUM_REQUESTS
     prompt, output = _range(args, "prompt_range"), _range(args, "output_range")

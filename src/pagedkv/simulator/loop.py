@@ -266,7 +266,8 @@ class _Loop:
                 self.clock = max(self.clock, requests[self.arrived].arrival_time)  # idle: jump
             if self.clock >= max_time:
                 break
-            self._arrive()
+            if self.arrived < total and requests[self.arrived].arrival_time <= self.clock:
+                self._arrive()
             if self.v0 and self.waiting and not self.swapped and self._prefill_step():
                 self.step += 1
                 continue
@@ -311,16 +312,14 @@ class _Loop:
             budget -= admission.computed
             prefill += admission.computed
             context += self._prefilled(group, admission, tick, first_tokens)
-        if not preempted and not self.v0:
+        if not preempted and self.swapped:
             budget, computed, attended = self._admit(self.swapped, budget, tick, first_tokens)
-            if not self.swapped:
-                budget, more_computed, more_attended = self._admit(self.waiting, budget, tick, first_tokens)
-                computed += more_computed
-                attended += more_attended
             prefill += computed
             context += attended
-        elif self.v0 and not preempted:
-            budget, _, _ = self._admit(self.swapped, budget, tick, first_tokens)
+        if not preempted and not self.v0 and self.waiting and not self.swapped:
+            budget, computed, attended = self._admit(self.waiting, budget, tick, first_tokens)
+            prefill += computed
+            context += attended
         lengths = self.num_seqs * tick + self.base_sum
         self._end_step(self.num_seqs, prefill, lengths + context, lengths, tick, first_tokens)
 
@@ -450,7 +449,8 @@ class _Loop:
         for group in first_tokens:
             if math.isnan(first_token_time[group.index]):
                 first_token_time[group.index] = end
-        self._finish(tick, end)
+        if self.finishing and self.finishing[0][0] <= tick:
+            self._finish(tick, end)
         self.clock = end
 
     def _finish(self, tick: int, end: float) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pagedkv.errors import InvalidArgument
 
@@ -92,17 +92,32 @@ def synthetic_workload(
     ]
 
 
-def with_poisson_arrivals(requests: list[Request], rate: float, seed: int = 0) -> list[Request]:
+def with_poisson_arrivals(
+    requests: list[Request], rate: float, seed: int = 0, num_requests: int | None = None
+) -> list[Request]:
     """The same requests in the same order, re-timed as Poisson arrivals at `rate` requests/s.
 
     For traces that carry lengths but no timestamps (`TraceResult.timed` is False). Request ids are
     renumbered to the list index so the module invariant holds whatever the input ids were.
+    `num_requests` (default: as many as given) cycles through the given lengths as often as needed,
+    e.g. a million requests with the lengths of a 84,000-row trace.
     """
     _check_rate(rate)
-    arrivals = _poisson_arrivals(random.Random(seed), len(requests), rate)
+    if not requests:
+        raise InvalidArgument("with_poisson_arrivals needs at least one request")
+    count = len(requests) if num_requests is None else num_requests
+    arrivals = _poisson_arrivals(random.Random(seed), count, rate)
+    size = len(requests)
     return [
-        replace(request, request_id=i, arrival_time=arrival)
-        for i, (request, arrival) in enumerate(zip(requests, arrivals, strict=True))
+        Request(
+            i,
+            arrival,
+            (r := requests[i % size]).prompt_len,
+            r.output_len,
+            r.prefix_hash_ids,
+            r.prefix_block_tokens,
+        )
+        for i, arrival in enumerate(arrivals)
     ]
 
 
