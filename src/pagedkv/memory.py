@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from pagedkv.errors import InvalidArgument
+from pagedkv.errors import InvalidArgument, PagedKVError
 
 GIB = 1 << 30
 
@@ -24,7 +24,7 @@ def physical_memory_bytes() -> int:
 
 
 def require_memory(
-    needed_bytes: float, what: str, remedy: str, error: type[InvalidArgument] = InvalidArgument
+    needed_bytes: float, what: str, remedy: str, error: type[PagedKVError] = InvalidArgument
 ) -> None:
     """Raise `error` naming `what` when `needed_bytes` exceeds this machine's physical memory."""
     total = physical_memory_bytes()

@@ -30,7 +30,13 @@ from pagedkv.options import (
 )
 from pagedkv.outputs import IMAGE_SUFFIXES, atomic_path, check_output_file, write_json
 from pagedkv.simulator.cache import KVCache
-from pagedkv.simulator.config import DEFAULT_STEP_TIME_S, SCHEDULERS, IterationTime, SimConfig
+from pagedkv.simulator.config import (
+    DEFAULT_STEP_TIME_S,
+    SCHEDULERS,
+    IterationTime,
+    SimConfig,
+    describe_time_model,
+)
 from pagedkv.simulator.loop import CACHE_KINDS, check_budget, compare, standard_caches
 from pagedkv.simulator.metrics import SimResult
 from pagedkv.simulator.workload import (
@@ -266,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
     built = build_run(args)
     print(f"workload:  {built.workload}")
     print(f"memory:    {built.memory}")
-    print(f"engine:    {built.config.iteration_time.describe()}; {_sampling(built.config)}")
+    print(f"engine:    {describe_time_model(built.config.iteration_time)}; {_sampling(built.config)}")
     print(f"scheduler: {built.config.describe_scheduler()}")
     for note in built.notes:
         print(f"note:      {note}")

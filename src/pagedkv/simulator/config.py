@@ -32,6 +32,14 @@ IterationTimeModel = Callable[[int, int, int], float]
 """``(batch, prefill_tokens, context_tokens) -> seconds`` of one engine step (see the module docstring)."""
 
 
+def describe_time_model(model: IterationTimeModel) -> str:
+    """The model's own one-line description (`IterationTime`, rooflines), or its name."""
+    describe = getattr(model, "describe", None)
+    return (
+        str(describe()) if callable(describe) else f"{getattr(model, '__name__', repr(model))} (a callable)"
+    )
+
+
 class SimulationConfigError(InvalidArgument):
     """A simulation that cannot run as configured (impossible sizes, rates, options)."""
 

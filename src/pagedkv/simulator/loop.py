@@ -296,7 +296,8 @@ class _Loop:
         preempted = cache.grow(tick)
         self._take_off(preempted)
         budget = None if self.limit is None else self.limit - self.num_seqs
-        prefill, context, first_tokens = 0, 0, []
+        prefill, context = 0, 0
+        first_tokens: list[Group] = []
         for group in list(self.prefilling.values()):  # chunks of prompts admitted earlier, oldest first
             if budget is not None and budget <= 0:
                 break

@@ -201,9 +201,9 @@ class PagedCache(KVCache):
             return Admission(0, 0, True)
         if budget is not None:
             ids = self._ids(record, record.seqs[0], 0, target) if self._prefix else []
-            hits = self.bm.cached_prefix(ids)
-            if self._work(record, hits) > budget:
-                return self._admit_chunk(record, hits + min(budget, self._split(record) - hits))
+            cached = self.bm.cached_prefix(ids)
+            if self._work(record, cached) > budget:
+                return self._admit_chunk(record, cached + min(budget, self._split(record) - cached))
         hits = self._materialize(record, target + 1)
         if hits is None:
             return None
@@ -479,7 +479,7 @@ class PagedCache(KVCache):
         before = record.group.length(tick - 1)
         old = list(seqs)
         forks = record.beams.prune(tick)
-        writers = set()
+        writers: set[int] = set()
         for i, j in forks:
             parent = old[j]
             have = self.bm.num_tokens(parent)

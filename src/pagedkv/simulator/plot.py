@@ -111,7 +111,7 @@ def _breakdown_bars(ax: Axes, results: dict[str, SimResult], window: tuple[float
 
 def _line_caches(results: dict[str, SimResult]) -> list[str]:
     """The seed's pair (naive vs paged) when present, else every cache."""
-    pair = [name for name in ("naive", "paged") if name in results]
+    pair: list[str] = [name for name in ("naive", "paged") if name in results]
     return pair if len(pair) == 2 else list(results)
 
 

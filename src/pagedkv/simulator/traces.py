@@ -37,7 +37,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
 from pagedkv.errors import InvalidArgument, PagedKVError
 from pagedkv.simulator.workload import PREFIX_BLOCK_TOKENS, Request
@@ -243,14 +243,16 @@ def _why_none_left(empty: int, dropped: int, max_seq_len: int | None) -> str:
 
 def _requests(rows: list[_Row], timed: bool) -> list[Request]:
     """Timed rows in arrival order (stable, so equal timestamps keep file order), relative to the first."""
+    seconds = [row.seconds or 0.0 for row in rows]  # every row of a timed trace has its timestamp
     start = 0.0
     if timed:
-        rows = sorted(rows, key=lambda row: row.seconds)
-        start = rows[0].seconds
+        order = sorted(range(len(rows)), key=seconds.__getitem__)
+        rows, seconds = [rows[i] for i in order], [seconds[i] for i in order]
+        start = seconds[0]
     return [
         Request(
             request_id=i,
-            arrival_time=row.seconds - start if timed else 0.0,
+            arrival_time=seconds[i] - start if timed else 0.0,
             prompt_len=row.prompt_len,
             output_len=row.output_len,
             prefix_hash_ids=row.hash_ids,
@@ -316,8 +318,9 @@ def _csv_records(
 
 
 def _csv_values(
-    path: str | os.PathLike[str], reader: Iterator[list[str]], header: list[str], columns: list[int]
+    path: str | os.PathLike[str], reader: Any, header: list[str], columns: list[int]
 ) -> Iterator[tuple[int, list[str]]]:
+    """Rows of a `csv.reader` (whose `line_num` names the line) as (line, the wanted fields)."""
     width = len(header)
     for row in reader:
         if not row or (len(row) == 1 and not row[0].strip()):
