@@ -104,7 +104,7 @@ def with_poisson_arrivals(
     """
     _check_rate(rate)
     if not requests:
-        raise InvalidArgument("with_poisson_arrivals needs at least one request")
+        return []
     count = len(requests) if num_requests is None else num_requests
     arrivals = _poisson_arrivals(random.Random(seed), count, rate)
     size = len(requests)
