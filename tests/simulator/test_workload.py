@@ -128,3 +128,16 @@ def test_request_is_frozen_and_knows_its_total_length() -> None:
     assert request.prefix_block_tokens == 512
     with pytest.raises(dataclasses.FrozenInstanceError):
         request.prompt_len = 1  # type: ignore[misc]
+
+
+def test_with_poisson_arrivals_repeats_the_lengths_to_the_requested_count() -> None:
+    from pagedkv.simulator.workload import Request as Req
+
+    lengths = [Req(7, 0.0, 10, 3), Req(8, 0.0, 20, 4, (5, 6), 8)]
+    timed = with_poisson_arrivals(lengths, 2.0, seed=3, num_requests=5)
+    assert [r.request_id for r in timed] == [0, 1, 2, 3, 4]
+    assert [(r.prompt_len, r.output_len) for r in timed] == [(10, 3), (20, 4), (10, 3), (20, 4), (10, 3)]
+    assert timed[3].prefix_hash_ids == (5, 6) and timed[3].prefix_block_tokens == 8
+    assert [r.arrival_time for r in timed[:2]] == [
+        r.arrival_time for r in with_poisson_arrivals(lengths, 2.0, 3)
+    ]
