@@ -6,9 +6,10 @@ import pickle
 
 import pytest
 
-from pagedkv.simulator.deployment import Deployment, DeploymentError
+from pagedkv.simulator.deployment import Deployment
 from pagedkv.simulator.gpu import GIB, GpuSpec, GpuSpecError, catalogue
 from pagedkv.simulator.model_config import ModelConfig
+from pagedkv.simulator.options import OptionError
 
 LLAMA_8B = ModelConfig.from_pretrained("Llama-3.1-8B")
 H100 = GpuSpec.from_name("H100-80GB")
@@ -127,22 +128,24 @@ def test_deployments_are_picklable() -> None:
         ({"tensor_parallel_size": 0}, "tensor_parallel_size", "tensor_parallel_size=0 must be a positive"),
         ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization", "gpu_memory_utilization=1.5"),
         ({"gpu_memory_utilization": 0.2}, "gpu_memory_utilization", "leaves -"),
-        ({"kv_cache_dtype": "fp4"}, "kv_cache_dtype", "kv_cache_dtype='fp4': choose one of auto"),
+        ({"kv_cache_dtype": "fp4"}, "kv_cache_dtype", "kv_cache_dtype='fp4' is not one of auto"),
         ({"block_size": 0}, "block_size", "block_size=0"),
         ({"max_num_batched_tokens": -1}, "max_num_batched_tokens", "max_num_batched_tokens=-1"),
         ({"activation_bytes": -5}, "activation_bytes", "activation_bytes=-5"),
     ],
 )
 def test_bad_options_name_the_option(kwargs: dict[str, object], option: str, message: str) -> None:
-    with pytest.raises(DeploymentError) as info:
+    with pytest.raises(OptionError) as info:
         Deployment(LLAMA_8B, H100, **kwargs)  # type: ignore[arg-type]
     assert info.value.option == option and message in str(info.value) and "\n" not in str(info.value)
+    assert info.value.flag_message().startswith("--" + option.replace("_", "-") + " ")
 
 
 def test_a_model_too_large_for_the_gpu_is_refused_with_the_remedy() -> None:
-    with pytest.raises(DeploymentError, match="raise --tensor-parallel-size") as info:
+    with pytest.raises(OptionError, match="raise --tensor-parallel-size") as info:
         Deployment(ModelConfig.from_pretrained("Llama-3.1-70B"), H100)
-    assert "-" in str(info.value).split("leaves ")[1]  # negative KV memory is shown as is
+    assert str(info.value).startswith("gpu_memory_utilization=0.9 leaves -")  # negative KV memory, as is
+    assert info.value.flag_message().startswith("--gpu-memory-utilization 0.9: leaves -")
 
 
 def test_gpu_catalogue_and_explicit_numbers() -> None:

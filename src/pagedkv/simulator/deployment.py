@@ -34,24 +34,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pagedkv.errors import InvalidArgument
 from pagedkv.simulator.gpu import GIB, GpuSpec
 from pagedkv.simulator.model_config import KV_CACHE_DTYPES, ModelConfig
+from pagedkv.simulator.options import OptionError
 from pagedkv.simulator.roofline import RooflineStepTime
 
 DEFAULT_NON_TORCH_BYTES = int(0.16 * GIB)
 SAMPLER_BYTES_PER_LOGIT = 8  # fp32 logits and the sampler's fp32 probabilities
 NULL_BLOCKS = 1
 LARGE_GPU_BYTES = 70 * GIB
-
-
-class DeploymentError(InvalidArgument):
-    """A deployment that cannot be served as given; `option` names the offending parameter, spelled as
-    the `Deployment` field (= vLLM's flag with ``-`` for ``_``), so a command can name its flag."""
-
-    def __init__(self, message: str, option: str) -> None:
-        super().__init__(message)
-        self.option = option
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +107,13 @@ class Deployment:
         self._check_parallelism()
         object.__setattr__(self, "budget", self._budget())
         if self.budget.num_gpu_blocks <= NULL_BLOCKS:
-            raise DeploymentError(
-                f"{self.model.name} on {self.tensor_parallel_size} x {self.gpu.name} leaves "
-                f"{self.budget.kv_cache_bytes / GIB:.2f} GiB per GPU for the KV cache, "
-                f"{self.budget.num_gpu_blocks} blocks of {self.block_size} tokens; raise "
-                "--tensor-parallel-size or --gpu-memory-utilization, or use a larger GPU",
-                option="gpu_memory_utilization",
+            raise OptionError(
+                "gpu_memory_utilization",
+                self.gpu_memory_utilization,
+                f"leaves {self.budget.kv_cache_bytes / GIB:.2f} GiB per GPU for the KV cache of "
+                f"{self.model.name} on {self.tensor_parallel_size} x {self.gpu.name} "
+                f"({self.budget.num_gpu_blocks} blocks of {self.block_size} tokens); raise it, "
+                "raise --tensor-parallel-size, or use a larger GPU",
             )
 
     # -- what a command reads -------------------------------------------------------------------
@@ -251,23 +243,19 @@ class Deployment:
 
     def _check_options(self) -> None:
         if not (0.0 < self.gpu_memory_utilization <= 1.0):
-            raise DeploymentError(
-                f"gpu_memory_utilization={self.gpu_memory_utilization!r} must be in (0, 1]",
-                option="gpu_memory_utilization",
-            )
+            raise OptionError("gpu_memory_utilization", self.gpu_memory_utilization, "must be in (0, 1]")
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
-            raise DeploymentError(
-                f"kv_cache_dtype={self.kv_cache_dtype!r}: choose one of {', '.join(KV_CACHE_DTYPES)}",
-                option="kv_cache_dtype",
+            raise OptionError(
+                "kv_cache_dtype", self.kv_cache_dtype, f"is not one of {', '.join(KV_CACHE_DTYPES)}"
             )
         for name in ("tensor_parallel_size", "block_size", "max_num_batched_tokens", "max_num_seqs"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise DeploymentError(f"{name}={value!r} must be a positive integer", option=name)
+                raise OptionError(name, value, "must be a positive integer")
         for name in ("kv_cache_memory_bytes", "activation_bytes", "non_torch_bytes"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise DeploymentError(f"{name}={value!r} must be a number of bytes >= 0", option=name)
+                raise OptionError(name, value, "must be a number of bytes >= 0")
 
     def _check_parallelism(self) -> None:
         """vLLM's own checks: heads, KV heads and the MLP must split evenly across the GPUs."""
@@ -282,10 +270,11 @@ class Deployment:
             problems.append(f"intermediate_size={m.intermediate_size}")
         if problems:
             divisors = [n for n in range(1, m.num_attention_heads + 1) if _splits(m, n)]
-            raise DeploymentError(
-                f"tensor_parallel_size={tp} does not divide {m.name}'s {', '.join(problems)}; "
+            raise OptionError(
+                "tensor_parallel_size",
+                tp,
+                f"does not divide {m.name}'s {', '.join(problems)}; "
                 f"choose one of {', '.join(map(str, divisors[:12]))}",
-                option="tensor_parallel_size",
             )
 
 

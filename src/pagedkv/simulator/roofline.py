@@ -27,9 +27,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from pagedkv.errors import InvalidArgument
 from pagedkv.simulator.gpu import GpuSpec
 from pagedkv.simulator.model_config import ModelConfig
+from pagedkv.simulator.options import OptionError
 
 ACTIVATION_BYTES = 2  # hidden states travel in 16 bits
 
@@ -106,18 +106,17 @@ class RooflineStepTime:
         for name in ("hbm_efficiency", "compute_efficiency", "link_efficiency"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
-                raise InvalidArgument(f"{name}={value!r} must be a fraction of peak in (0, 1]")
+                raise OptionError(name, value, "must be a fraction of peak in (0, 1]")
         for name in ("host_overhead_s", "allreduce_latency_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):
-                raise InvalidArgument(f"{name}={value!r} must be a finite number of seconds >= 0")
+                raise OptionError(name, value, "must be a finite number of seconds >= 0")
         tp = self.tensor_parallel_size
         if tp < 1:
-            raise InvalidArgument(f"tensor_parallel_size={tp} must be >= 1")
+            raise OptionError("tensor_parallel_size", tp, "must be >= 1")
         if tp > 1 and self.gpu.link_gb_per_s <= 0:
-            raise InvalidArgument(
-                f"tensor_parallel_size={tp} needs a link between GPUs; "
-                f"GPU {self.gpu.name!r} has link_gb_per_s=0"
+            raise OptionError(
+                "tensor_parallel_size", tp, f"needs a link between GPUs; GPU {self.gpu.name!r} has none"
             )
         bandwidth = self.gpu.hbm_bytes_per_s * self.hbm_efficiency
         flops = self.gpu.peak_flops * self.compute_efficiency
