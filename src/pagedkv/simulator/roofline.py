@@ -212,7 +212,7 @@ class RooflineStepTime:
         if self.tensor_parallel_size > 1:
             head += (
                 f" + all-reduce {self.allreduce_step_s * 1e3:.2f} ms"
-                f" + {self.allreduce_token_s * 1e9:,.1f} ns x new tokens"
+                f" + {self.allreduce_token_s * 1e6:.2f} us x new tokens"
             )
         return "\n".join([head, *(f"  {row.format()}" for row in self.coefficients())])
 
