@@ -31,8 +31,8 @@ from pagedkv.simulator.traces import TraceError
 DEFAULT_OUT_DIR = "paper-figures"
 
 
-def add_command(subparsers: argparse._SubParsersAction) -> None:
-    defaults = PaperConfig.__dataclass_fields__
+def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    defaults = PaperConfig()
     parser = subparsers.add_parser(
         "paper",
         help="reproduce the paper's memory figures (2, 13a, 15, 18b) side by side with the paper",
@@ -50,14 +50,12 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         help=f"ShareGPT length CSV ({TRACE_NAME}; default: the shared traces folder)",
     )
     parser.add_argument("--figures", default=",".join(FIGURES), help="comma-separated subset to run")
-    parser.add_argument(
-        "--duration", type=float, default=defaults["duration"].default, help="seconds of arrivals"
-    )
+    parser.add_argument("--duration", type=float, default=defaults.duration, help="seconds of arrivals")
     parser.add_argument(
         "--window",
         type=float,
         nargs=2,
-        default=list(defaults["window"].default),
+        default=list(defaults.window),
         metavar=("START", "END"),
         help="average the steps that start in this time range (s)",
     )
@@ -70,13 +68,13 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument(
             f"--{figure}-rate",
             type=float,
-            default=defaults[f"{figure}_rate"].default,
+            default=getattr(defaults, f"{figure}_rate"),
             help=f"requests/s for {used_by}",
         )
     parser.add_argument(
         "--beam-prune-prob",
         type=float,
-        default=defaults["beam_prune_prob"].default,
+        default=defaults.beam_prune_prob,
         help="beam model: chance a beam is replaced by a fork of another, per decode step",
     )
     parser.add_argument(

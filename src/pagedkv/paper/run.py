@@ -28,34 +28,34 @@ Mapper = Callable[[Callable[[PaperTask], Measurement], Iterable[PaperTask]], Ite
 
 def paper_tasks(config: PaperConfig, trace: str | os.PathLike[str]) -> list[PaperTask]:
     """One task per (figure, seed, system or sharing mode/width or block size), in a stable order."""
+
+    def task(figure: str, cache: str, seed: int, rate: float, **variant: Any) -> PaperTask:
+        return PaperTask(
+            figure=figure,
+            cache=cache,
+            seed=seed,
+            rate=rate,
+            duration=config.duration,
+            window=config.window,
+            trace=os.fspath(trace),
+            setting=variant.pop("setting", config.setting),
+            time_model=config.time_model,
+            beam_prune_prob=config.beam_prune_prob,
+            **variant,
+        )
+
     tasks: list[PaperTask] = []
-    common = {
-        "duration": config.duration,
-        "window": config.window,
-        "trace": os.fspath(trace),
-        "time_model": config.time_model,
-        "beam_prune_prob": config.beam_prune_prob,
-    }
-    setting = config.setting
     for seed in config.seeds:
         for figure, rate in (("fig2", config.fig2_rate), ("fig13a", config.fig13a_rate)):
             if figure in config.figures:
-                tasks += [
-                    PaperTask(figure, s, seed, rate, setting=setting, **common) for s in reference.SYSTEMS
-                ]
+                tasks += [task(figure, system, seed, rate) for system in reference.SYSTEMS]
         if "fig15" in config.figures:
             for width in config.fig15_widths:
-                for sampling in ({"n": width}, {"beam_width": width}):
-                    tasks.append(
-                        PaperTask(
-                            "fig15", "paged", seed, config.fig15_rate, setting=setting, **sampling, **common
-                        )
-                    )
+                tasks.append(task("fig15", "paged", seed, config.fig15_rate, n=width))
+                tasks.append(task("fig15", "paged", seed, config.fig15_rate, beam_width=width))
         if "fig18b" in config.figures:
             tasks += [
-                PaperTask(
-                    "fig18b", "paged", seed, config.fig2_rate, setting=setting.with_block_size(size), **common
-                )
+                task("fig18b", "paged", seed, config.fig2_rate, setting=config.setting.with_block_size(size))
                 for size in config.fig18b_block_sizes
             ]
     return tasks
@@ -93,30 +93,32 @@ def _tracked(measurements: Iterable[Measurement], progress: Progress | None) -> 
         yield measurement
 
 
-def _group(config: PaperConfig, measurements: list[Measurement]) -> dict[str, Any]:
-    def runs(figure: str, match: Callable[[PaperTask], bool]) -> list[Measurement]:
-        return [m for m in measurements if m.task.figure == figure and match(m.task)]
+def group_key(task: PaperTask) -> tuple[str, str | int]:
+    """Which number of a figure a task is one seed of: the system (Figs. 2, 13a), the sharing mode and
+    width (Fig. 15: ``"parallel 4"``, ``"beam 4"``), the block size (Fig. 18b)."""
+    if task.figure == "fig15":
+        return task.figure, f"parallel {task.n}" if task.n > 1 else f"beam {task.beam_width}"
+    if task.figure == "fig18b":
+        return task.figure, task.setting.block_size
+    return task.figure, task.cache
 
+
+def _group(config: PaperConfig, measurements: list[Measurement]) -> dict[str, Any]:
+    runs: dict[tuple[str, str | int], list[Measurement]] = {}
+    for measurement in measurements:
+        runs.setdefault(group_key(measurement.task), []).append(measurement)
     grouped: dict[str, Any] = {}
     for figure in ("fig2", "fig13a"):
         if figure in config.figures:
-            grouped[figure] = {
-                s: Breakdown.of(runs(figure, lambda t, s=s: t.cache == s)) for s in reference.SYSTEMS
-            }
+            grouped[figure] = {s: Breakdown.of(runs[figure, s]) for s in reference.SYSTEMS}
     if "fig15" in config.figures:
         grouped["fig15"] = {
-            "parallel": {
-                w: SharingResult.of(runs("fig15", lambda t, w=w: t.n == w)) for w in config.fig15_widths
-            },
-            "beam": {
-                w: SharingResult.of(runs("fig15", lambda t, w=w: t.beam_width == w))
-                for w in config.fig15_widths
-            },
+            mode: {w: SharingResult.of(runs["fig15", f"{mode} {w}"]) for w in config.fig15_widths}
+            for mode in reference.MODES
         }
     if "fig18b" in config.figures:
         grouped["fig18b"] = {
-            size: BlockSizeResult.of(runs("fig18b", lambda t, size=size: t.setting.block_size == size))
-            for size in config.fig18b_block_sizes
+            size: BlockSizeResult.of(runs["fig18b", size]) for size in config.fig18b_block_sizes
         }
     return grouped
 

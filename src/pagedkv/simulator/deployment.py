@@ -193,6 +193,7 @@ class Deployment:
     def _budget(self) -> MemoryBudget:
         m, g, tp = self.model, self.gpu, self.tensor_parallel_size
         bytes_per_block = self.block_size * self.kv_bytes_per_token
+        terms: tuple[MemoryTerm, ...]
         if self.kv_cache_memory_bytes is not None:
             terms = (
                 MemoryTerm(
