@@ -110,7 +110,7 @@ def _fig13a(plt: Any, results: PaperResults) -> Any:
             hatch="//",
             label="paper" if i == 0 else None,
         )
-        ax.text(i - 0.2, ours, f"{ours:.1f}", ha="center", va="bottom", fontsize=7)
+        ax.text(i - 0.2, spread.high, f"{ours:.1f}", ha="center", va="bottom", fontsize=7)
         ax.text(i + 0.2, paper, f"{paper:.1f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(systems)), [reference.SYSTEM_LABELS[s] for s in systems], fontsize=8)
     ax.set_ylabel("batched requests")
