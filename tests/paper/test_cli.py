@@ -15,6 +15,14 @@ from pagedkv.paper import run as paper_run
 SHORT = ["--seeds", "0,1", "--duration", "150", "--window", "50", "150"]
 
 
+def _exit_code(argv: list[str]) -> int:
+    """`main`'s exit status, whether it returns it or the parser exits with it (values checked by type)."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
 @pytest.fixture
 def no_simulation(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if a simulation starts: every check below must come first."""
@@ -62,19 +70,21 @@ def test_time_model_options_reach_the_report(trace: str, capsys: pytest.CaptureF
         (["--seeds", "a"], "--seeds a: expected integers and ranges"),
         (["--seeds", "1,1"], "--seeds 1,1: must be distinct"),
         (["--window", "500", "100"], "--window 500 100: must satisfy 0 <= START < END <= duration 900"),
-        (["--duration", "0"], "--duration 0: must be a finite number of seconds > 0"),
-        (["--fig2-rate", "-1"], "--fig2-rate -1: must be a finite number of requests/s > 0"),
-        (["--beam-prune-prob", "2"], "--beam-prune-prob 2: must be a probability in [0, 1]"),
-        (["--hbm-efficiency", "2"], "--hbm-efficiency 2: must be a fraction of peak in (0, 1]"),
-        (["--compute-efficiency", "0"], "--compute-efficiency 0: must be a fraction of peak"),
-        (["--host-overhead-ms", "-1"], "--host-overhead-ms -1: must be a finite number of ms >= 0"),
+        (["--duration", "0"], "argument --duration: must be a number > 0, got '0'"),
+        (["--fig2-rate", "-1"], "argument --fig2-rate: must be a number > 0, got '-1'"),
+        (["--beam-prune-prob", "2"], "argument --beam-prune-prob: must be a number in [0, 1], got '2'"),
+        (["--hbm-efficiency", "2"], "argument --hbm-efficiency: must be a number in (0, 1], got '2'"),
+        (["--compute-efficiency", "0"], "argument --compute-efficiency: must be a number in (0, 1]"),
+        (["--host-overhead-ms", "-1"], "argument --host-overhead-ms: must be a number >= 0, got '-1'"),
+        (["--max-num-batched-tokens", "2000"], "--max-num-batched-tokens 2000: must be >= 2,047"),
+        (["--max-num-seqs", "3000"], "--max-num-seqs 3000: must be <= max_num_batched_tokens 2,560"),
         (["--trace", "/no/such/file.csv"], "--trace /no/such/file.csv: no such file"),
     ],
 )
 def test_bad_options_fail_before_simulating_with_one_line_naming_the_flag(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str], no_simulation: None
 ) -> None:
-    assert main(["paper", "--no-figures", *args]) == 2
+    assert _exit_code(["paper", "--no-figures", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 

@@ -25,7 +25,6 @@ def _breakdown(token: float, reservation: float, internal: float, batch: float =
         steps=100,
         preemptions=0,
         finished=10,
-        over_budget=_s(0.5, 0.0, 1.25),
     )
 
 
@@ -103,13 +102,11 @@ def test_table_shows_mean_spread_and_paper_and_marks_misses_on_the_mean() -> Non
     assert "- fig2: a note" in text and "wall time: 1.2 s" in text
 
 
-def test_notes_report_single_seed_misses_and_the_token_budget() -> None:
+def test_notes_report_single_seed_misses_and_the_scheduler() -> None:
     notes = explain(_results(), PaperConfig(seeds=(0, 1, 2)))
     # Orca (Pow2)'s 13a batch meets the goal on its mean (9.5 vs 9.81) but not at its lowest seed (8.0)
     assert "Fig. 13a Orca (Pow2)" in notes["seeds"] and "mean of 3 seeds" in notes["seeds"]
-    assert "max_num_batched_tokens = 2,560" in notes["token budget"]
-    assert "0.50 % of the steps" in notes["token budget"] and "up to 1.25 %" in notes["token budget"]
-    assert "256-sequence cap" in notes["not modelled"]
+    assert "stay within 2,560 and at most 256 sequences run" in notes["scheduler"]
 
 
 def test_goal_predicates() -> None:

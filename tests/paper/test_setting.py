@@ -76,3 +76,13 @@ def test_impossible_configs_name_the_option(kwargs: dict[str, object], option: s
     with pytest.raises(OptionError) as info:
         PaperConfig(**kwargs)  # type: ignore[arg-type]
     assert info.value.option == option
+
+
+def test_scheduler_limits_are_checked() -> None:
+    with pytest.raises(OptionError) as info:
+        PaperSetting(paper_deployment(max_num_batched_tokens=2000))
+    assert info.value.option == "max_num_batched_tokens"  # a recomputed 2,047-token sequence must fit
+    with pytest.raises(OptionError) as info:
+        PaperSetting(paper_deployment(max_num_seqs=4096))
+    assert info.value.option == "max_num_seqs"
+    assert "steps of at most 2,560 tokens and 256 sequences" in PaperSetting().describe()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 
 from pagedkv.paper import reference
 from pagedkv.paper.run import paper_tasks, run_paper
-from pagedkv.paper.setting import PaperConfig
+from pagedkv.paper.setting import PaperConfig, PaperSetting, paper_deployment
 from pagedkv.paper.tasks import run_task
 
 SHORT = {"duration": 120.0, "window": (40.0, 120.0), "seeds": (0, 1)}
@@ -97,3 +98,12 @@ def test_the_papers_external_category_takes_any_further_simulator_category(
         "external": 35.0,  # external fragmentation & other: everything not in the first three
     }
     assert reference.CATEGORIES == ("token_states", "reservation", "internal", "external")
+
+
+def test_the_scheduler_limits_reach_the_simulation(trace: str) -> None:
+    capped = PaperSetting(paper_deployment(max_num_seqs=8))
+    config = PaperConfig(**SHORT, figures=("fig13a",))
+    task = next(t for t in paper_tasks(config, trace) if t.cache == "paged")
+    free = run_task(task)
+    held_back = run_task(dataclasses.replace(task, setting=capped))
+    assert free.mean_batch > 20 and held_back.mean_batch <= 8 < free.mean_batch

@@ -11,13 +11,28 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import os
 from pathlib import Path
 
 from pagedkv.errors import UsageError
+from pagedkv.options import (
+    Formatter,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    probability,
+    utilization,
+)
 from pagedkv.outputs import check_output_dir, check_output_file, write_json
-from pagedkv.paper.setting import DEFAULT_SEEDS, FIGURES, PaperConfig, paper_deployment
+from pagedkv.paper.setting import (
+    DEFAULT_SEEDS,
+    FIGURES,
+    MAX_NUM_BATCHED_TOKENS,
+    MAX_NUM_SEQS,
+    PaperConfig,
+    PaperSetting,
+    paper_deployment,
+)
 from pagedkv.paper.sharegpt import TRACE_NAME, default_trace_path
 from pagedkv.progress import Progress
 from pagedkv.simulator.options import OptionError
@@ -39,7 +54,7 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         description="Run the PagedAttention paper's memory experiments (OPT-13B on one A100-40GB, ShareGPT) "
         "on the simulator and print pagedkv's numbers next to the paper's, each the mean over seeds with "
         "its spread. See docs/paper.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=Formatter,
     )
     parser.add_argument("--json", metavar="PATH", help="write every printed number (and the paper's) as JSON")
     parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="folder for fig2.png ... fig18b.png")
@@ -50,10 +65,12 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help=f"ShareGPT length CSV ({TRACE_NAME}; default: the shared traces folder)",
     )
     parser.add_argument("--figures", default=",".join(FIGURES), help="comma-separated subset to run")
-    parser.add_argument("--duration", type=float, default=defaults.duration, help="seconds of arrivals")
+    parser.add_argument(
+        "--duration", type=positive_float, default=defaults.duration, help="seconds of arrivals"
+    )
     parser.add_argument(
         "--window",
-        type=float,
+        type=non_negative_float,
         nargs=2,
         default=list(defaults.window),
         metavar=("START", "END"),
@@ -67,33 +84,42 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     for figure, used_by in (("fig2", "Figs. 2 and 18b"), ("fig13a", "Fig. 13a"), ("fig15", "Fig. 15")):
         parser.add_argument(
             f"--{figure}-rate",
-            type=float,
+            type=positive_float,
             default=getattr(defaults, f"{figure}_rate"),
             help=f"requests/s for {used_by}",
         )
     parser.add_argument(
         "--beam-prune-prob",
-        type=float,
+        type=probability,
         default=defaults.beam_prune_prob,
         help="beam model: chance a beam is replaced by a fork of another, per decode step",
     )
     parser.add_argument(
         "--hbm-efficiency",
-        type=float,
+        type=utilization,
         default=DEFAULT_HBM_EFFICIENCY,
         help="fraction of HBM bandwidth reached",
     )
     parser.add_argument(
         "--compute-efficiency",
-        type=float,
+        type=utilization,
         default=DEFAULT_COMPUTE_EFFICIENCY,
         help="fraction of the fp16 tensor peak reached",
     )
     parser.add_argument(
         "--host-overhead-ms",
-        type=float,
+        type=non_negative_float,
         default=DEFAULT_HOST_OVERHEAD_S * 1e3,
         help="CPU time per step the GPU waits for",
+    )
+    parser.add_argument(
+        "--max-num-batched-tokens",
+        type=positive_int,
+        default=MAX_NUM_BATCHED_TOKENS,
+        help="the scheduler's tokens per step: one per running sequence plus the whole prompts admitted",
+    )
+    parser.add_argument(
+        "--max-num-seqs", type=positive_int, default=MAX_NUM_SEQS, help="the scheduler's running sequences"
     )
     parser.set_defaults(func=run)
 
@@ -125,9 +151,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> PaperConfig:
-    """The run's `PaperConfig`, every impossible value reported as the flag the user typed."""
-    if not (math.isfinite(args.host_overhead_ms) and args.host_overhead_ms >= 0):
-        raise UsageError(f"--host-overhead-ms {args.host_overhead_ms:g}: must be a finite number of ms >= 0")
+    """The run's `PaperConfig`, every impossible combination reported as the flag the user typed (single
+    values were checked while parsing)."""
     typed = {
         "figures": args.figures,
         "duration": f"{args.duration:g}",
@@ -139,14 +164,20 @@ def _config(args: argparse.Namespace) -> PaperConfig:
         "beam_prune_prob": f"{args.beam_prune_prob:g}",
         "hbm_efficiency": f"{args.hbm_efficiency:g}",
         "compute_efficiency": f"{args.compute_efficiency:g}",
+        "max_num_batched_tokens": str(args.max_num_batched_tokens),
+        "max_num_seqs": str(args.max_num_seqs),
     }
     try:
-        time_model = paper_deployment().step_time_model(
+        deployment = paper_deployment(
+            max_num_batched_tokens=args.max_num_batched_tokens, max_num_seqs=args.max_num_seqs
+        )
+        time_model = deployment.step_time_model(
             hbm_efficiency=args.hbm_efficiency,
             compute_efficiency=args.compute_efficiency,
             host_overhead_s=args.host_overhead_ms / 1e3,
         )
         return PaperConfig(
+            setting=PaperSetting(deployment),
             time_model=time_model,
             figures=tuple(name.strip() for name in args.figures.split(",") if name.strip()),
             duration=args.duration,

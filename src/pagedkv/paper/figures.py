@@ -14,13 +14,7 @@ from typing import Any
 from pagedkv.outputs import atomic_path
 from pagedkv.paper import reference
 from pagedkv.paper.results import PaperResults, Spread
-
-_COLORS = {
-    "token_states": "#3a923a",
-    "reservation": "#f2b701",
-    "internal": "#d62728",
-    "external": "#b0b0b0",
-}
+from pagedkv.simulator.metrics import BREAKDOWN_COLORS
 
 
 def write_figures(results: PaperResults, out_dir: str | Path) -> list[Path]:
@@ -73,7 +67,7 @@ def _fig2(plt: Any, results: PaperResults) -> Any:
                     value,
                     0.38,
                     bottom=bottom,
-                    color=_COLORS[category],
+                    color=BREAKDOWN_COLORS[category],
                     hatch=hatch,
                     edgecolor="black",
                     linewidth=0.3,

@@ -47,7 +47,6 @@ class Breakdown:
     steps: int  # steps averaged over, all seeds together
     preemptions: float  # per seed
     finished: float  # per seed
-    over_budget: Spread  # % of steps over the artifact's token cap
 
     @classmethod
     def of(cls, runs: Sequence[Measurement]) -> Breakdown:
@@ -59,7 +58,6 @@ class Breakdown:
             steps=sum(r.steps for r in runs),
             preemptions=fmean(r.preemptions for r in runs),
             finished=fmean(r.finished for r in runs),
-            over_budget=Spread.of([r.over_budget for r in runs]),
         )
 
     def category(self, name: str) -> float:

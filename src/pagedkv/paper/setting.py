@@ -11,7 +11,10 @@ silent, its artifact's (github.com/sosp-ae-39/sosp-ae-astra):
   and its 983 blocks reproduce Orca (Max)'s 8.9 % external fragmentation exactly (87 blocks that no
   128-block slot fits in); today's vLLM accounting (`Deployment.memory_terms`) gives 11.56 GiB, 946
   blocks, for the same model and GPU;
-* the artifact's scheduler limits: ``max_num_batched_tokens`` 2,560 and ``max_num_seqs`` 256;
+* the artifact's scheduler and its limits: in each step one token per running sequence, then waiting
+  prompts, whole and first come first served, while the step's tokens stay within
+  ``max_num_batched_tokens`` = 2,560 and at most ``max_num_seqs`` = 256 sequences run (the simulator's
+  V1 order without chunked prefill);
 * Fig. 2: ShareGPT at 4 req/s for 900 s, averaged over steps in 300-900 s (``fig2.sh``);
 * Fig. 13a: ShareGPT at 2 req/s (the paper's caption), same duration and window as Fig. 2;
 * Fig. 15: vLLM with every request sampling n sequences, or beam width n; the paper ran Alpaca at
@@ -29,6 +32,7 @@ import math
 from dataclasses import dataclass, field
 
 from pagedkv.paper.reference import BLOCK_SIZES, SAMPLE_WIDTHS
+from pagedkv.paper.sharegpt import MAX_TOTAL_LEN
 from pagedkv.simulator.config import SimConfig
 from pagedkv.simulator.deployment import Deployment
 from pagedkv.simulator.gpu import GIB, GpuSpec
@@ -45,14 +49,19 @@ MAX_NUM_SEQS = 256
 DEFAULT_SEEDS = tuple(range(10))
 
 
-def paper_deployment(block_size: int = 16) -> Deployment:
-    """OPT-13B in fp16 on one A100-40GB with the paper's 12 GiB of KV cut into `block_size` blocks."""
+def paper_deployment(
+    block_size: int = 16,
+    max_num_batched_tokens: int = MAX_NUM_BATCHED_TOKENS,
+    max_num_seqs: int = MAX_NUM_SEQS,
+) -> Deployment:
+    """OPT-13B in fp16 on one A100-40GB with the paper's 12 GiB of KV cut into `block_size` blocks, and
+    the artifact's scheduler limits."""
     return Deployment(
         ModelConfig.from_pretrained(MODEL),
         GpuSpec.from_name(GPU),
         block_size=block_size,
-        max_num_batched_tokens=MAX_NUM_BATCHED_TOKENS,
-        max_num_seqs=MAX_NUM_SEQS,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_num_seqs=max_num_seqs,
         kv_cache_memory_bytes=KV_CACHE_BYTES,
     )
 
@@ -73,6 +82,23 @@ class PaperSetting:
 
     deployment: Deployment = field(default_factory=paper_deployment)
     watermark: float = 0.01
+
+    def __post_init__(self) -> None:
+        d = self.deployment
+        if d.batched_tokens < MAX_TOTAL_LEN - 1:
+            raise OptionError(
+                "max_num_batched_tokens",
+                d.batched_tokens,
+                f"must be >= {MAX_TOTAL_LEN - 1:,}: without chunked prefill the longest sequence the trace "
+                "keeps must fit in one step when it is recomputed",
+            )
+        if d.num_seqs > d.batched_tokens:
+            raise OptionError(
+                "max_num_seqs",
+                d.num_seqs,
+                f"must be <= max_num_batched_tokens {d.batched_tokens:,}: every running sequence decodes a "
+                "token each step",
+            )
 
     @property
     def block_size(self) -> int:
@@ -101,7 +127,8 @@ class PaperSetting:
         return (
             f"{d.model.name} ({d.model.dtype}) on one {d.gpu.name}: {d.kv_bytes_per_token // 1024} KiB of KV "
             f"a token, {d.budget.kv_cache_bytes / GIB:g} GiB of KV (the paper's) = {self.num_slots:,} token "
-            f"slots ({self.num_blocks} blocks of {self.block_size}); max sequence {self.max_seq_len} tokens"
+            f"slots ({self.num_blocks} blocks of {self.block_size}); max sequence {self.max_seq_len} tokens; "
+            f"steps of at most {d.batched_tokens:,} tokens and {d.num_seqs} sequences, whole prompts"
         )
 
 

@@ -13,6 +13,11 @@ Systems (the artifact's, sosp-ae-39/sosp-ae-astra), by the simulator's cache nam
   request that does not fit; never preempts.
 * ``paged`` (vLLM): `PagedCache` over the core `BlockManager`, 1 % watermark at admission, preempting
   the newest request by recompute when a block is needed and none is free.
+
+All of them run under the artifact's scheduler: each step one token per running sequence, then waiting
+prompts, whole and in arrival order, while the step's tokens stay within the setting's
+``max_num_batched_tokens`` and at most ``max_num_seqs`` sequences run (the simulator's V1 order without
+chunked prefill).
 """
 
 from __future__ import annotations
@@ -60,9 +65,7 @@ class Measurement:
     """What one simulation measured over its window (percentages of KV capacity unless stated).
 
     `shares`: the paper's four categories; `saving`: blocks saved by sharing, the artifact's
-    ``1 - 1 / mean(logical / physical)`` over steps; `waste`: slots held but holding no token;
-    `over_budget`: % of steps whose decode + prompt tokens exceed the setting's ``max_num_batched_tokens``
-    (the cap the authors' scheduler applies and this simulation does not).
+    ``1 - 1 / mean(logical / physical)`` over steps; `waste`: slots held but holding no token.
     """
 
     task: PaperTask
@@ -76,23 +79,26 @@ class Measurement:
     steps: int
     preemptions: int
     finished: int
-    over_budget: float
 
 
 def run_task(task: PaperTask) -> Measurement:
     """Simulate `task` and measure it over its window (the function every runner maps over tasks)."""
     requests = poisson_stream(trace_pool(task.trace), task.rate, task.duration, task.seed)
-    tokens = _TokenRecorder(task.time_model)
+    deployment = task.setting.deployment
     config = SimConfig(
-        iteration_time=tokens,
+        iteration_time=task.time_model,
         seed=task.seed,
         max_time=task.duration,
         beam_prune_prob=task.beam_prune_prob,
         n=task.n,
         beam_width=task.beam_width,
+        max_num_seqs=deployment.num_seqs,
+        max_num_batched_tokens=deployment.batched_tokens,
+        scheduler="v1",
+        enable_chunked_prefill=False,
     )
     result = simulate(requests, system_cache(task.cache, task.setting), config)
-    return _measure(task, result, tokens.per_step)
+    return _measure(task, result)
 
 
 def system_cache(system: str, setting: PaperSetting) -> KVCache:
@@ -105,19 +111,7 @@ def system_cache(system: str, setting: PaperSetting) -> KVCache:
     )
 
 
-class _TokenRecorder:
-    """The task's time model, also noting each step's decode + prompt tokens (one call per step)."""
-
-    def __init__(self, model: RooflineStepTime) -> None:
-        self.model = model
-        self.per_step: list[int] = []
-
-    def __call__(self, batch: int, prefill_tokens: int, context_tokens: int) -> float:
-        self.per_step.append(batch + prefill_tokens)
-        return self.model(batch, prefill_tokens, context_tokens)
-
-
-def _measure(task: PaperTask, result: SimResult, step_tokens: list[int]) -> Measurement:
+def _measure(task: PaperTask, result: SimResult) -> Measurement:
     summary = result.summary(task.window)
     start, end = task.window
     series = result.series
@@ -126,7 +120,6 @@ def _measure(task: PaperTask, result: SimResult, step_tokens: list[int]) -> Meas
     ratios = [
         (series.held[i] + series.saved[i]) / series.held[i] for i in in_window if series.held[i]
     ]  # logical blocks (what sequences would hold alone) / physical blocks, per step
-    budget = task.setting.deployment.batched_tokens
     return Measurement(
         task=task,
         shares=paper_shares(summary),
@@ -139,7 +132,6 @@ def _measure(task: PaperTask, result: SimResult, step_tokens: list[int]) -> Meas
         steps=summary["steps"],
         preemptions=summary["preemptions"],
         finished=summary["requests_finished"],
-        over_budget=100.0 * sum(step_tokens[i] > budget for i in in_window) / len(in_window),
     )
 
 
