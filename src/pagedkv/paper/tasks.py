@@ -30,6 +30,7 @@ from pagedkv.paper.reference import paper_shares
 from pagedkv.paper.setting import PaperSetting
 from pagedkv.paper.sharegpt import load_sharegpt, poisson_stream
 from pagedkv.simulator import KVCache, OrcaCache, PagedCache, SimConfig, SimResult, simulate
+from pagedkv.simulator.metrics import StepSeries
 from pagedkv.simulator.roofline import RooflineStepTime
 from pagedkv.simulator.workload import Request
 
@@ -97,8 +98,9 @@ def run_task(task: PaperTask) -> Measurement:
         scheduler="v1",
         enable_chunked_prefill=False,
     )
-    result = simulate(requests, system_cache(task.cache, task.setting), config)
-    return _measure(task, result)
+    result = simulate(requests, system_cache(task.cache, task.setting), config, keep_series=True)
+    assert result.series is not None  # kept: Fig. 15's measure averages a ratio step by step
+    return _measure(task, result, result.series)
 
 
 def system_cache(system: str, setting: PaperSetting) -> KVCache:
@@ -111,10 +113,9 @@ def system_cache(system: str, setting: PaperSetting) -> KVCache:
     )
 
 
-def _measure(task: PaperTask, result: SimResult) -> Measurement:
+def _measure(task: PaperTask, result: SimResult, series: StepSeries) -> Measurement:
     summary = result.summary(task.window)
     start, end = task.window
-    series = result.series
     in_window = [i for i, t in enumerate(series.time) if start <= t < end]
     times = [series.time[i] for i in in_window]
     ratios = [
