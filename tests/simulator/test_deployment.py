@@ -115,6 +115,14 @@ def test_step_time_model_uses_the_deployments_parallelism_and_dtype() -> None:
     assert (model.tensor_parallel_size, model.kv_cache_dtype, model.host_overhead_s) == (2, "fp8", 0.0)
 
 
+def test_swap_space_in_blocks_of_the_same_size() -> None:
+    deployment = Deployment(LLAMA_8B, H100)
+    assert deployment.num_cpu_blocks(4) == 4 * GIB // (16 * 131_072) == 2048  # vLLM's default 4 GiB
+    assert Deployment(LLAMA_8B, H100, tensor_parallel_size=2).num_cpu_blocks(4) == 4 * GIB // (16 * 65_536)
+    with pytest.raises(OptionError, match="swap_space=-1"):
+        deployment.num_cpu_blocks(-1)
+
+
 def test_deployments_are_picklable() -> None:
     deployment = Deployment(LLAMA_8B, H100)
     copy = pickle.loads(pickle.dumps(deployment))

@@ -32,6 +32,7 @@ vLLM V1's block pool keeps block 0 as a placeholder (the "null block", vllm/v1/c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from pagedkv.simulator.gpu import GIB, GpuSpec
@@ -136,6 +137,13 @@ class Deployment:
     def kv_slots(self) -> int:
         """Token slots of KV capacity (usable blocks x block size): what the simulator's caches hold."""
         return self.usable_blocks * self.block_size
+
+    def num_cpu_blocks(self, swap_space_gib: float) -> int:
+        """Blocks of CPU swap space per GPU for vLLM's ``--swap-space`` (GiB a GPU): the same bytes per
+        block as on the GPU (vLLM's ``swap_space_bytes // cache_block_size``)."""
+        if not (math.isfinite(swap_space_gib) and swap_space_gib >= 0):
+            raise OptionError("swap_space", swap_space_gib, "must be a number of GiB >= 0")
+        return int(swap_space_gib * GIB) // self.budget.bytes_per_block
 
     @property
     def kv_bytes_per_token(self) -> int:
