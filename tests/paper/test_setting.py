@@ -9,7 +9,7 @@ import pytest
 from pagedkv.paper.setting import DEFAULT_SEEDS, PaperConfig, PaperSetting, paper_deployment, paper_time_model
 from pagedkv.simulator.deployment import Deployment
 from pagedkv.simulator.gpu import GIB
-from pagedkv.simulator.options import OptionError
+from pagedkv.simulator.option_error import OptionError
 from pagedkv.simulator.roofline import RooflineStepTime
 
 

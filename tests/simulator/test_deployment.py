@@ -9,7 +9,7 @@ import pytest
 from pagedkv.simulator.deployment import Deployment
 from pagedkv.simulator.gpu import GIB, GpuSpec, GpuSpecError, catalogue
 from pagedkv.simulator.model_config import ModelConfig
-from pagedkv.simulator.options import OptionError
+from pagedkv.simulator.option_error import OptionError
 
 LLAMA_8B = ModelConfig.from_pretrained("Llama-3.1-8B")
 H100 = GpuSpec.from_name("H100-80GB")

@@ -35,7 +35,7 @@ from pagedkv.paper.setting import (
 )
 from pagedkv.paper.sharegpt import TRACE_NAME, default_trace_path
 from pagedkv.progress import Progress
-from pagedkv.simulator.options import OptionError
+from pagedkv.simulator.option_error import OptionError
 from pagedkv.simulator.roofline import (
     DEFAULT_COMPUTE_EFFICIENCY,
     DEFAULT_HBM_EFFICIENCY,

@@ -37,7 +37,7 @@ from pagedkv.simulator.config import SimConfig
 from pagedkv.simulator.deployment import Deployment
 from pagedkv.simulator.gpu import GIB, GpuSpec
 from pagedkv.simulator.model_config import ModelConfig
-from pagedkv.simulator.options import OptionError
+from pagedkv.simulator.option_error import OptionError
 from pagedkv.simulator.roofline import RooflineStepTime
 
 FIGURES = ("fig2", "fig13a", "fig15", "fig18b")

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from pagedkv.simulator.gpu import GIB, GpuSpec
 from pagedkv.simulator.model_config import KV_CACHE_DTYPES, ModelConfig
-from pagedkv.simulator.options import OptionError
+from pagedkv.simulator.option_error import OptionError
 from pagedkv.simulator.roofline import RooflineStepTime
 
 DEFAULT_NON_TORCH_BYTES = int(0.16 * GIB)

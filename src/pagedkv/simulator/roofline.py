@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from pagedkv.simulator.gpu import GpuSpec
 from pagedkv.simulator.model_config import ModelConfig
-from pagedkv.simulator.options import OptionError
+from pagedkv.simulator.option_error import OptionError
 
 ACTIVATION_BYTES = 2  # hidden states travel in 16 bits
 
