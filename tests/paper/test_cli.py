@@ -1,26 +1,36 @@
-"""`pagedkv paper`: the table, the JSON with the issue's keys, the PNGs, and clear errors."""
+"""`pagedkv paper` follows the command rules: options and output paths checked before the first
+simulation (one line naming the flag, exit 2), atomic outputs, Ctrl-C -> exit 130 with nothing
+half-written, and the table, JSON and PNGs it promises."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from pagedkv.cli import main
-from pagedkv.paper.sharegpt import TRACE_NAME
+from pagedkv.paper import run as paper_run
 
-REPO = Path(__file__).resolve().parents[2]
-SHORT = ["--seeds", "0", "--duration", "200", "--window", "50", "200"]
+SHORT = ["--seeds", "0,1", "--duration", "150", "--window", "50", "150"]
 
 
-@pytest.fixture(scope="module")
-def trace() -> str:
-    for directory in (REPO.parent / "shared" / "data" / "traces", os.environ.get("PAGEDKV_TRACES")):
-        if directory and (Path(directory) / TRACE_NAME).is_file():
-            return str(Path(directory) / TRACE_NAME)
-    pytest.skip(f"{TRACE_NAME} not found in <repo>/../shared/data/traces or $PAGEDKV_TRACES")
+def _exit_code(argv: list[str]) -> int:
+    """`main`'s exit status, whether it returns it or the parser exits with it (values checked by type)."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
+@pytest.fixture
+def no_simulation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a simulation starts: every check below must come first."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a simulation started before the options were checked")
+
+    monkeypatch.setattr(paper_run, "run_task", refuse)
 
 
 def test_paper_prints_the_table_and_writes_json_and_figures(
@@ -31,14 +41,19 @@ def test_paper_prints_the_table_and_writes_json_and_figures(
     assert main([*argv, *SHORT, "--out-dir", str(out)]) == 0
     text = capsys.readouterr().out
     assert "Figure 2: KV cache usage" in text and "Figure 13a" in text and "Figure 15" not in text
-    assert "iteration = host 10.0 ms" in text  # the time model is stated with the numbers
+    assert "step = host 10.0 ms" in text  # the time model is stated with its numbers and sources
+    assert "mean over 2 seeds" in text and "min-max" in text
     data = json.loads((tmp_path / "paper.json").read_text())
-    assert set(data["fig2"]) == {"orca_max", "orca_pow2", "orca_oracle", "vllm"}
-    assert set(data["fig2"]["orca_pow2"]) == {"token_states", "reservation", "internal", "external"}
-    assert data["fig2"]["orca_pow2"]["external"]["paper"] == 41.6
-    assert data["fig13a"]["orca_max"] == {"pagedkv": 7.0, "paper": 7.0}
-    assert "fig15" not in data and data["setting"]["seeds"] == [0]
-    assert sorted(p.name for p in out.iterdir()) == ["fig13a.png", "fig2.png"]
+    assert set(data["fig2"]) == {"orca-max", "orca-pow2", "orca-oracle", "paged"}
+    assert set(data["fig2"]["orca-pow2"]) == {"token_states", "reservation", "internal", "external"}
+    assert data["fig2"]["orca-pow2"]["external"]["paper"] == 41.6
+    assert data["fig13a"]["orca-max"] == {
+        "pagedkv": 7.0,
+        "paper": 7.0,
+        "spread": {"min": 7.0, "max": 7.0, "std": 0.0},
+    }
+    assert "fig15" not in data and data["setting"]["seeds"] == [0, 1]
+    assert sorted(p.name for p in out.iterdir()) == ["fig13a.png", "fig2.png"]  # no temporary left
 
 
 def test_time_model_options_reach_the_report(trace: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -51,15 +66,102 @@ def test_time_model_options_reach_the_report(trace: str, capsys: pytest.CaptureF
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--figures", "fig3"], "fig3"),
-        (["--seeds", "a"], "--seeds 'a'"),
-        (["--window", "500", "100"], "window="),
-        (["--hbm-efficiency", "2"], "hbm_efficiency=2.0"),
-        (["--trace", "/no/such/file.csv"], "/no/such/file.csv"),
+        (["--figures", "fig3"], "--figures fig3: choose among fig2, fig13a, fig15, fig18b"),
+        (["--seeds", "a"], "--seeds a: expected integers and ranges"),
+        (["--seeds", "1,1"], "--seeds 1,1: must be distinct"),
+        (["--window", "500", "100"], "--window 500 100: must satisfy 0 <= START < END <= duration 900"),
+        (["--duration", "0"], "argument --duration: must be a number > 0, got '0'"),
+        (["--fig2-rate", "-1"], "argument --fig2-rate: must be a number > 0, got '-1'"),
+        (["--beam-prune-prob", "2"], "argument --beam-prune-prob: must be a number in [0, 1], got '2'"),
+        (["--hbm-efficiency", "2"], "argument --hbm-efficiency: must be a number in (0, 1], got '2'"),
+        (["--compute-efficiency", "0"], "argument --compute-efficiency: must be a number in (0, 1]"),
+        (["--host-overhead-ms", "-1"], "argument --host-overhead-ms: must be a number >= 0, got '-1'"),
+        (["--max-num-batched-tokens", "2000"], "--max-num-batched-tokens 2000: must be >= 2,047"),
+        (["--max-num-seqs", "3000"], "--max-num-seqs 3000: must be <= max_num_batched_tokens 2,560"),
+        (["--trace", "/no/such/file.csv"], "--trace /no/such/file.csv: no such file"),
     ],
 )
-def test_bad_options_fail_with_a_message(
-    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+def test_bad_options_fail_before_simulating_with_one_line_naming_the_flag(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str], no_simulation: None
 ) -> None:
-    assert main(["paper", "--no-figures", *args]) == 2
-    assert message in capsys.readouterr().err
+    assert _exit_code(["paper", "--no-figures", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "make", "message"),
+    [
+        ("--json", lambda tmp: tmp / "missing" / "paper.json", "the folder"),
+        ("--json", lambda tmp: tmp, "is a folder"),
+        ("--out-dir", lambda tmp: tmp / "file.txt", "is a file, not a folder"),
+        ("--out-dir", lambda tmp: tmp / "missing" / "figs", "does not exist"),
+    ],
+)
+def test_output_paths_are_checked_before_simulating(
+    trace: str,
+    tmp_path: Path,
+    flag: str,
+    make: object,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    no_simulation: None,
+) -> None:
+    (tmp_path / "file.txt").write_text("not a folder")
+    path = make(tmp_path)  # type: ignore[operator]
+    assert main(["paper", "--trace", trace, *SHORT, flag, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} {path}" in err and message in err
+
+
+def test_missing_matplotlib_is_reported_before_simulating(
+    trace: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], no_simulation: None
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "matplotlib" else real(name)
+    )
+    assert main(["paper", "--trace", trace, *SHORT]) == 2
+    assert "needs matplotlib" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_writing_json_keeps_the_old_file(
+    trace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "paper.json"
+    target.write_text('{"old": true}')
+    original = Path.write_text
+
+    def interrupted(self: Path, text: str, *args: object, **kwargs: object) -> int:
+        original(self, text[: len(text) // 2])  # half of it reaches the disk, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", interrupted)
+    argv = ["paper", "--trace", trace, "--figures", "fig13a", "--no-figures", "--json", str(target), *SHORT]
+    assert main(argv) == 130
+    monkeypatch.undo()
+    assert "interrupted" in capsys.readouterr().err
+    assert json.loads(target.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["paper.json"]  # no temporary file left
+
+
+def test_ctrl_c_while_drawing_leaves_no_partial_png(
+    trace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matplotlib.figure
+
+    out = tmp_path / "figs"
+    out.mkdir()
+    (out / "fig13a.png").write_bytes(b"good old figure")
+
+    def interrupted(self: object, path: object, **kwargs: object) -> None:
+        Path(str(path)).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", interrupted)
+    argv = ["paper", "--trace", trace, "--figures", "fig13a", "--out-dir", str(out), *SHORT]
+    assert main(argv) == 130
+    assert [p.name for p in out.iterdir()] == ["fig13a.png"]
+    assert (out / "fig13a.png").read_bytes() == b"good old figure"

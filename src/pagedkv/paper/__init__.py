@@ -1,7 +1,9 @@
 """Reproduction of the PagedAttention paper's memory figures (Kwon et al., SOSP 2023) on the simulator.
 
-`setting` (OPT-13B on an A100-40GB as numbers), `timing` (seconds per iteration), `sharegpt` (the paper's
-request stream), `experiments` (Figs. 2, 13a, 15, 18b on the simulator's caches), `run` (all of them),
-`results` / `report` / `figures` / `notes` (JSON, table, PNGs, why numbers differ), `reference` (the paper's
-numbers), `goals` (the fidelity goals), `cli` (``pagedkv paper``). See docs/paper.md.
+`reference` (the paper's numbers, pagedkv's names for what it measures, the fidelity goals),
+`setting` (OPT-13B on one A100-40GB from the simulator's catalogues, its step time, the run's knobs),
+`sharegpt` (the paper's request stream), `tasks` (one picklable task per simulation and `run_task`),
+`run` (every task of a run through one map-like function, grouped by figure), `results` (means and
+spreads over seeds, the JSON), `report` (the side-by-side table and why numbers differ), `figures`
+(PNGs), `cli` (``pagedkv paper``). See docs/paper.md.
 """

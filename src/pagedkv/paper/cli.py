@@ -1,69 +1,126 @@
 """`pagedkv paper`: reproduce the PagedAttention paper's memory figures and print them next to the paper's.
 
-Every option changes one documented input (rates, duration, seeds, the time model's efficiencies, the
-beam model); the defaults are the paper's setting. matplotlib is imported only when figures are written.
+Invariant: every option is checked before the first simulation (a bad value, an unwritable ``--json`` or
+``--out-dir``, a missing trace or matplotlib: one line naming the flag, exit 2); every file is written
+atomically; progress goes through `pagedkv.progress.Progress`. Every option changes one documented input
+(rates, duration, seeds, the time model's efficiencies, the beam model); the defaults are the paper's
+setting. matplotlib is imported only when figures are written.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+import importlib.util
+import os
 from pathlib import Path
 
-from pagedkv.errors import InvalidArgument
-from pagedkv.paper.config import FIGURES, PaperConfig
-from pagedkv.paper.timing import (
+from pagedkv.errors import UsageError
+from pagedkv.options import (
+    Formatter,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    probability,
+    utilization,
+)
+from pagedkv.outputs import check_output_dir, check_output_file, write_json
+from pagedkv.paper.setting import (
+    DEFAULT_SEEDS,
+    FIGURES,
+    MAX_NUM_BATCHED_TOKENS,
+    MAX_NUM_SEQS,
+    PaperConfig,
+    PaperSetting,
+    paper_deployment,
+)
+from pagedkv.paper.sharegpt import TRACE_NAME, default_trace_path
+from pagedkv.progress import Progress
+from pagedkv.simulator.option_error import OptionError
+from pagedkv.simulator.roofline import (
     DEFAULT_COMPUTE_EFFICIENCY,
     DEFAULT_HBM_EFFICIENCY,
     DEFAULT_HOST_OVERHEAD_S,
-    RooflineIterationTime,
 )
+from pagedkv.simulator.traces import TraceError
 
 DEFAULT_OUT_DIR = "paper-figures"
 
 
-def add_command(subparsers: argparse._SubParsersAction) -> None:
+def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     defaults = PaperConfig()
     parser = subparsers.add_parser(
         "paper",
         help="reproduce the paper's memory figures (2, 13a, 15, 18b) side by side with the paper",
         description="Run the PagedAttention paper's memory experiments (OPT-13B on one A100-40GB, ShareGPT) "
-        "on the simulator and print pagedkv's numbers next to the paper's. See docs/paper.md.",
+        "on the simulator and print pagedkv's numbers next to the paper's, each the mean over seeds with "
+        "its spread. See docs/paper.md.",
+        formatter_class=Formatter,
     )
     parser.add_argument("--json", metavar="PATH", help="write every printed number (and the paper's) as JSON")
-    parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="directory for fig2.png ... fig18b.png")
+    parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="folder for fig2.png ... fig18b.png")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNGs (no matplotlib needed)")
     parser.add_argument(
-        "--trace", metavar="PATH", help="ShareGPT length CSV (default: the shared traces dir)"
+        "--trace",
+        metavar="PATH",
+        help=f"ShareGPT length CSV ({TRACE_NAME}; default: the shared traces folder)",
     )
+    parser.add_argument("--figures", default=",".join(FIGURES), help="comma-separated subset to run")
     parser.add_argument(
-        "--figures", default=",".join(FIGURES), help=f"comma-separated subset of {','.join(FIGURES)}"
+        "--duration", type=positive_float, default=defaults.duration, help="seconds of arrivals"
     )
-    parser.add_argument("--duration", type=float, default=defaults.duration, help="seconds of arrivals")
     parser.add_argument(
         "--window",
-        type=float,
+        type=non_negative_float,
         nargs=2,
         default=list(defaults.window),
         metavar=("START", "END"),
-        help="average iterations that start in this time range (s)",
+        help="average the steps that start in this time range (s)",
     )
     parser.add_argument(
-        "--seeds", default=",".join(map(str, defaults.seeds)), help="comma-separated stream seeds"
+        "--seeds",
+        default=f"{DEFAULT_SEEDS[0]}-{DEFAULT_SEEDS[-1]}",
+        help="request-stream seeds, comma-separated and/or ranges (0-9 or 0,1,2)",
     )
-    parser.add_argument("--fig2-rate", type=float, default=defaults.fig2_rate, help="req/s for Figs. 2, 18b")
-    parser.add_argument("--fig13a-rate", type=float, default=defaults.fig13a_rate, help="req/s for Fig. 13a")
-    parser.add_argument("--fig15-rate", type=float, default=defaults.fig15_rate, help="req/s for Fig. 15")
+    for figure, used_by in (("fig2", "Figs. 2 and 18b"), ("fig13a", "Fig. 13a"), ("fig15", "Fig. 15")):
+        parser.add_argument(
+            f"--{figure}-rate",
+            type=positive_float,
+            default=getattr(defaults, f"{figure}_rate"),
+            help=f"requests/s for {used_by}",
+        )
     parser.add_argument(
         "--beam-prune-prob",
-        type=float,
+        type=probability,
         default=defaults.beam_prune_prob,
         help="beam model: chance a beam is replaced by a fork of another, per decode step",
     )
-    parser.add_argument("--hbm-efficiency", type=float, default=DEFAULT_HBM_EFFICIENCY)
-    parser.add_argument("--compute-efficiency", type=float, default=DEFAULT_COMPUTE_EFFICIENCY)
-    parser.add_argument("--host-overhead-ms", type=float, default=DEFAULT_HOST_OVERHEAD_S * 1e3)
+    parser.add_argument(
+        "--hbm-efficiency",
+        type=utilization,
+        default=DEFAULT_HBM_EFFICIENCY,
+        help="fraction of HBM bandwidth reached",
+    )
+    parser.add_argument(
+        "--compute-efficiency",
+        type=utilization,
+        default=DEFAULT_COMPUTE_EFFICIENCY,
+        help="fraction of the fp16 tensor peak reached",
+    )
+    parser.add_argument(
+        "--host-overhead-ms",
+        type=non_negative_float,
+        default=DEFAULT_HOST_OVERHEAD_S * 1e3,
+        help="CPU time per step the GPU waits for",
+    )
+    parser.add_argument(
+        "--max-num-batched-tokens",
+        type=positive_int,
+        default=MAX_NUM_BATCHED_TOKENS,
+        help="the scheduler's tokens per step: one per running sequence plus the whole prompts admitted",
+    )
+    parser.add_argument(
+        "--max-num-seqs", type=positive_int, default=MAX_NUM_SEQS, help="the scheduler's running sequences"
+    )
     parser.set_defaults(func=run)
 
 
@@ -72,47 +129,87 @@ def run(args: argparse.Namespace) -> int:
     from pagedkv.paper.run import run_paper
 
     config = _config(args)
-    progress = _progress if sys.stderr.isatty() else None
-    results = run_paper(config, args.trace, progress)
-    if progress is not None:
-        print(file=sys.stderr)
+    trace = _trace(args.trace)
+    json_path = check_output_file(args.json, "--json") if args.json else None
+    out_dir = None if args.no_figures else check_output_dir(args.out_dir, "--out-dir")
+    if out_dir is not None and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError(
+            "--out-dir: writing figures needs matplotlib (pip install matplotlib), or pass --no-figures"
+        )
+    with Progress(None, desc="pagedkv paper", unit="sim") as progress:
+        results = run_paper(config, trace, progress=progress)
     print(format_report(results, config))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results.to_json(), indent=2) + "\n")
-        print(f"wrote {args.json}")
-    if not args.no_figures:
+    if json_path is not None:
+        write_json(json_path, results.to_json())
+        print(f"wrote {json_path}")
+    if out_dir is not None:
         from pagedkv.paper.figures import write_figures
 
-        for path in write_figures(results, args.out_dir):
+        for path in write_figures(results, out_dir):
             print(f"wrote {path}")
     return 0
 
 
 def _config(args: argparse.Namespace) -> PaperConfig:
-    time_model = RooflineIterationTime(
-        hbm_efficiency=args.hbm_efficiency,
-        compute_efficiency=args.compute_efficiency,
-        host_overhead_s=args.host_overhead_ms / 1e3,
-    )
-    return PaperConfig(
-        time_model=time_model,
-        figures=tuple(name.strip() for name in args.figures.split(",") if name.strip()),
-        duration=args.duration,
-        window=(args.window[0], args.window[1]),
-        fig2_rate=args.fig2_rate,
-        fig13a_rate=args.fig13a_rate,
-        fig15_rate=args.fig15_rate,
-        seeds=_ints("seeds", args.seeds),
-        beam_prune_prob=args.beam_prune_prob,
-    )
-
-
-def _ints(name: str, text: str) -> tuple[int, ...]:
+    """The run's `PaperConfig`, every impossible combination reported as the flag the user typed (single
+    values were checked while parsing)."""
+    typed = {
+        "figures": args.figures,
+        "duration": f"{args.duration:g}",
+        "window": " ".join(f"{v:g}" for v in args.window),
+        "seeds": args.seeds,
+        "fig2_rate": f"{args.fig2_rate:g}",
+        "fig13a_rate": f"{args.fig13a_rate:g}",
+        "fig15_rate": f"{args.fig15_rate:g}",
+        "beam_prune_prob": f"{args.beam_prune_prob:g}",
+        "hbm_efficiency": f"{args.hbm_efficiency:g}",
+        "compute_efficiency": f"{args.compute_efficiency:g}",
+        "max_num_batched_tokens": str(args.max_num_batched_tokens),
+        "max_num_seqs": str(args.max_num_seqs),
+    }
     try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
+        deployment = paper_deployment(
+            max_num_batched_tokens=args.max_num_batched_tokens, max_num_seqs=args.max_num_seqs
+        )
+        time_model = deployment.step_time_model(
+            hbm_efficiency=args.hbm_efficiency,
+            compute_efficiency=args.compute_efficiency,
+            host_overhead_s=args.host_overhead_ms / 1e3,
+        )
+        return PaperConfig(
+            setting=PaperSetting(deployment),
+            time_model=time_model,
+            figures=tuple(name.strip() for name in args.figures.split(",") if name.strip()),
+            duration=args.duration,
+            window=(args.window[0], args.window[1]),
+            fig2_rate=args.fig2_rate,
+            fig13a_rate=args.fig13a_rate,
+            fig15_rate=args.fig15_rate,
+            seeds=_seeds(args.seeds),
+            beam_prune_prob=args.beam_prune_prob,
+        )
+    except OptionError as exc:
+        raise UsageError(exc.flag_message(typed.get(exc.option))) from None
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    """``0-9``, ``0,1,2`` or a mix (``0-4,10``) -> seeds in the order given."""
+    seeds: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            first, _, last = part.partition("-")
+            seeds += range(int(first), int(last) + 1) if last else [int(first)]
     except ValueError:
-        raise InvalidArgument(f"--{name} {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+        raise UsageError(f"--seeds {text}: expected integers and ranges, e.g. 0-9 or 0,1,2") from None
+    return tuple(seeds)
 
 
-def _progress(line: str) -> None:
-    print(f"\r\033[Kpagedkv paper: {line}", end="", file=sys.stderr, flush=True)
+def _trace(path: str | None) -> Path:
+    if path is None:
+        try:
+            return default_trace_path()
+        except TraceError as exc:
+            raise UsageError(f"--trace not given and {exc}") from None
+    if not os.path.isfile(path):
+        raise UsageError(f"--trace {path}: no such file; give the ShareGPT length CSV ({TRACE_NAME})")
+    return Path(path)

@@ -1,8 +1,9 @@
 """One PNG per experiment, pagedkv's bars next to the paper's, written with matplotlib's Agg backend.
 
-Invariant: a figure draws only numbers that are also in the JSON and the table; the paper's are drawn
-hatched or as markers so the two can never be confused. matplotlib is imported here, lazily, so
-`pagedkv --help` and the experiments run without it.
+Invariant: a figure draws only numbers that are also in the JSON and the table (means, with the
+min-max over seeds as error bars); the paper's are drawn hatched or as markers so the two can never be
+confused; every file is written atomically (a temporary file renamed over the target). matplotlib is
+imported here, lazily, so `pagedkv --help` and the experiments run without it.
 """
 
 from __future__ import annotations
@@ -10,26 +11,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pagedkv.outputs import atomic_path
 from pagedkv.paper import reference
-from pagedkv.paper.results import PaperResults
-
-_COLORS = {
-    "token_states": "tab:green",
-    "reservation": "tab:orange",
-    "internal": "tab:red",
-    "external": "silver",
-}
+from pagedkv.paper.results import PaperResults, Spread
+from pagedkv.simulator.metrics import BREAKDOWN_COLORS
 
 
 def write_figures(results: PaperResults, out_dir: str | Path) -> list[Path]:
-    """Write fig2.png, fig13a.png, fig15.png, fig18b.png (those that were run) into `out_dir`."""
+    """Write fig2.png, fig13a.png, fig15.png, fig18b.png (those that were run) into `out_dir`, whose
+    parent exists (`pagedkv.outputs.check_output_dir` checked it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(exist_ok=True)
     drawers = (
         ("fig2", results.fig2, _fig2),
         ("fig13a", results.fig13a, _fig13a),
@@ -42,8 +39,11 @@ def write_figures(results: PaperResults, out_dir: str | Path) -> list[Path]:
             continue
         fig = draw(plt, results)
         path = out / f"{name}.png"
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        try:
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        finally:
+            plt.close(fig)
         written.append(path)
     return written
 
@@ -67,7 +67,7 @@ def _fig2(plt: Any, results: PaperResults) -> Any:
                     value,
                     0.38,
                     bottom=bottom,
-                    color=_COLORS[category],
+                    color=BREAKDOWN_COLORS[category],
                     hatch=hatch,
                     edgecolor="black",
                     linewidth=0.3,
@@ -82,7 +82,7 @@ def _fig2(plt: Any, results: PaperResults) -> Any:
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylim(0, 100)
     ax.set_ylabel("% of KV cache capacity")
-    ax.set_title("Fig. 2: KV cache usage (left: pagedkv, right hatched: paper)", fontsize=10)
+    ax.set_title("Fig. 2: KV cache usage (left: pagedkv, mean over seeds; right hatched: paper)", fontsize=10)
     ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     return fig
 
@@ -91,8 +91,10 @@ def _fig13a(plt: Any, results: PaperResults) -> Any:
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     systems = list(results.fig13a)
     for i, system in enumerate(systems):
-        ours, paper = results.fig13a[system].mean_batch, reference.FIG13A[system]
+        spread, paper = results.fig13a[system].mean_batch, reference.FIG13A[system]
+        ours = spread.mean
         ax.bar(i - 0.2, ours, 0.38, color="tab:blue", label="pagedkv" if i == 0 else None)
+        ax.errorbar(i - 0.2, ours, yerr=_yerr(spread), color="black", capsize=3, lw=0.8)
         ax.bar(
             i + 0.2,
             paper,
@@ -102,7 +104,7 @@ def _fig13a(plt: Any, results: PaperResults) -> Any:
             hatch="//",
             label="paper" if i == 0 else None,
         )
-        ax.text(i - 0.2, ours, f"{ours:.1f}", ha="center", va="bottom", fontsize=7)
+        ax.text(i - 0.2, spread.high, f"{ours:.1f}", ha="center", va="bottom", fontsize=7)
         ax.text(i + 0.2, paper, f"{paper:.1f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(systems)), [reference.SYSTEM_LABELS[s] for s in systems], fontsize=8)
     ax.set_ylabel("batched requests")
@@ -116,10 +118,12 @@ def _fig15(plt: Any, results: PaperResults) -> Any:
     for ax, (mode, by_width) in zip(axes[0], results.fig15.items(), strict=True):
         widths = list(by_width)
         xs = range(len(widths))
-        savings = [by_width[w].saving for w in widths]
+        savings = [by_width[w].saving.mean for w in widths]
         ax.bar(xs, savings, 0.5, color="tab:blue", label="pagedkv, ShareGPT")
-        for x, value in zip(xs, savings, strict=True):
-            ax.text(x, value, f"{value:.1f}", ha="center", va="bottom", fontsize=7)
+        for x, w in zip(xs, widths, strict=True):
+            saving = by_width[w].saving
+            ax.errorbar(x, saving.mean, yerr=_yerr(saving), color="black", capsize=3, lw=0.8)
+            ax.text(x + 0.27, saving.mean, f"{saving.mean:.1f}", ha="left", va="center", fontsize=7)
         alpaca = [reference.FIG15_ALPACA[mode].get(w) for w in widths]
         ax.plot(xs, alpaca, "kD", label="paper, Alpaca")
         low, high = reference.FIG15_SHAREGPT_RANGE[mode]
@@ -136,14 +140,28 @@ def _fig15(plt: Any, results: PaperResults) -> Any:
 def _fig18b(plt: Any, results: PaperResults) -> Any:
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     sizes = list(results.fig18b)
-    ax.plot(
-        sizes, [results.fig18b[s].waste for s in sizes], "o-", color="tab:red", label="waste (block padding)"
+    ax.errorbar(
+        sizes,
+        [results.fig18b[s].waste.mean for s in sizes],
+        yerr=[
+            [r.waste.mean - r.waste.low for r in results.fig18b.values()],
+            [r.waste.high - r.waste.mean for r in results.fig18b.values()],
+        ],
+        fmt="o-",
+        color="tab:red",
+        capsize=3,
+        label="waste (block padding)",
     )
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.axvspan(16, 128, color="tab:green", alpha=0.12, zorder=0, label="paper: best block sizes")
     ax.set_xlabel("block size (tokens)")
     ax.set_ylabel("% of KV cache capacity")
-    ax.set_title("Fig. 18b: vLLM waste vs block size, ShareGPT", fontsize=10)
+    ax.set_title("Fig. 18b: vLLM (paged) waste vs block size, ShareGPT", fontsize=10)
     ax.legend(fontsize=8)
     return fig
+
+
+def _yerr(spread: Spread) -> list[list[float]]:
+    """Error bar from the mean down to the lowest seed and up to the highest."""
+    return [[spread.mean - spread.low], [spread.high - spread.mean]]

@@ -1,56 +1,107 @@
-"""What each experiment measured, and the JSON a script compares against the paper.
+"""What each figure measured over the seeds (mean and spread), and the JSON a script compares with the paper.
 
-Invariant: `to_json` emits every number the table prints, under the issue's keys
-(``fig2.<system>.<category>``, ``fig13a.<system>``, ``fig15.parallel.<n>``, ``fig15.beam.<width>``,
-``fig18b.<block_size>``), each as ``{"pagedkv": measured, "paper": printed-or-null}``, so nothing is
-shown that a script cannot check.
+Invariant: a figure's number is the mean of one `Measurement` per seed, and its spread (min, max,
+standard deviation over the seeds) travels with it, so nothing is reported without the variation
+behind it; `to_json` emits every number the table prints, under the keys ``fig2.<system>.<category>``,
+``fig13a.<system>``, ``fig15.parallel.<n>``, ``fig15.beam.<width>``, ``fig18b.<block_size>`` (systems and
+categories named as the simulator names them), each as ``{"pagedkv": mean, "paper": printed-or-null,
+"spread": {...}}``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from statistics import fmean, stdev
+from typing import Any
 
 from pagedkv.paper import reference
+from pagedkv.paper.tasks import Measurement
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """A number measured once per seed: the mean (what goals are checked on) and how far seeds spread."""
+
+    mean: float
+    low: float
+    high: float
+    std: float  # sample standard deviation over the seeds (0 for one seed)
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        return cls(fmean(values), min(values), max(values), stdev(values) if len(values) > 1 else 0.0)
+
+    def to_json(self) -> dict[str, float]:
+        return {"min": round(self.low, 2), "max": round(self.high, 2), "std": round(self.std, 2)}
 
 
 @dataclass(frozen=True, slots=True)
 class Breakdown:
-    """Average shares of total KV capacity over the measured window, in percent (they sum to 100)."""
+    """Fig. 2 / 13a, one system: shares of KV capacity (percent), batch, and the run's other means."""
 
-    token_states: float
-    reservation: float
-    internal: float
-    external: float
-    mean_batch: float  # running requests per iteration
-    mean_queue: float  # requests waiting per iteration
-    mean_iteration_ms: float  # simulated seconds per iteration, from the time model
-    iterations: int  # iterations averaged over
-    preemptions: int
-    finished: int
+    shares: dict[str, Spread]
+    mean_batch: Spread
+    mean_queue: float
+    mean_step_ms: float
+    steps: int  # steps averaged over, all seeds together
+    preemptions: float  # per seed
+    finished: float  # per seed
+
+    @classmethod
+    def of(cls, runs: Sequence[Measurement]) -> Breakdown:
+        return cls(
+            shares={c: Spread.of([r.shares[c] for r in runs]) for c in reference.CATEGORIES},
+            mean_batch=Spread.of([r.mean_batch for r in runs]),
+            mean_queue=fmean(r.mean_queue for r in runs),
+            mean_step_ms=fmean(r.mean_step_ms for r in runs),
+            steps=sum(r.steps for r in runs),
+            preemptions=fmean(r.preemptions for r in runs),
+            finished=fmean(r.finished for r in runs),
+        )
 
     def category(self, name: str) -> float:
-        return float(getattr(self, name))
+        return self.shares[name].mean
 
 
 @dataclass(frozen=True, slots=True)
 class SharingResult:
-    """Fig. 15: blocks saved by sharing, ``1 - physical / logical`` over the window, in percent."""
+    """Fig. 15, one mode and width: KV blocks saved by sharing, percent of blocks without sharing."""
 
-    saving: float
-    mean_batch: float  # running sequences (not requests) per iteration
-    iterations: int
-    preemptions: int
+    saving: Spread
+    mean_batch: float  # running sequences (not requests) per step
+    steps: int
+    preemptions: float
+
+    @classmethod
+    def of(cls, runs: Sequence[Measurement]) -> SharingResult:
+        return cls(
+            saving=Spread.of([r.saving for r in runs]),
+            mean_batch=fmean(r.mean_batch for r in runs),
+            steps=sum(r.steps for r in runs),
+            preemptions=fmean(r.preemptions for r in runs),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class BlockSizeResult:
-    """Fig. 18b: vLLM's waste at one block size, in percent of KV capacity."""
+    """Fig. 18b, one block size: vLLM's waste, percent of KV capacity."""
 
-    waste: float  # slots held by blocks but holding no token (the last block's padding)
+    waste: Spread  # slots held by blocks but holding no token (the last block's padding)
     held: float  # slots held by blocks
     mean_batch: float
-    finished: int
-    iterations: int
+    finished: float
+    steps: int
+
+    @classmethod
+    def of(cls, runs: Sequence[Measurement]) -> BlockSizeResult:
+        return cls(
+            waste=Spread.of([r.waste for r in runs]),
+            held=fmean(r.held for r in runs),
+            mean_batch=fmean(r.mean_batch for r in runs),
+            finished=fmean(r.finished for r in runs),
+            steps=sum(r.steps for r in runs),
+        )
 
 
 @dataclass
@@ -69,22 +120,28 @@ class PaperResults:
         data: dict[str, object] = {"setting": self.setting}
         if self.fig2:
             data["fig2"] = {
-                system: {
-                    category: _pair(result.category(category), reference.FIG2[system][category])
-                    for category in reference.CATEGORIES
-                }
+                system: {c: _entry(result.shares[c], reference.FIG2[system][c]) for c in reference.CATEGORIES}
                 for system, result in self.fig2.items()
             }
         if self.fig13a:
             data["fig13a"] = {
-                system: _pair(result.mean_batch, reference.FIG13A[system])
+                system: _entry(result.mean_batch, reference.FIG13A[system])
                 for system, result in self.fig13a.items()
             }
         if self.fig15:
-            data["fig15"] = {mode: _fig15_mode(mode, by_width) for mode, by_width in self.fig15.items()}
+            data["fig15"] = {
+                mode: {
+                    str(width): {
+                        **_entry(result.saving, reference.sharegpt_paper_value(mode, width)),
+                        "paper_alpaca": reference.FIG15_ALPACA[mode][width],
+                    }
+                    for width, result in by_width.items()
+                }
+                for mode, by_width in self.fig15.items()
+            }
         if self.fig18b:
             data["fig18b"] = {
-                str(size): {**_pair(result.waste, None), "mean_batch": round(result.mean_batch, 2)}
+                str(size): {**_entry(result.waste, None), "mean_batch": round(result.mean_batch, 2)}
                 for size, result in self.fig18b.items()
             }
         data["notes"] = self.notes
@@ -92,21 +149,5 @@ class PaperResults:
         return data
 
 
-def sharegpt_paper_value(mode: str, width: int) -> float | None:
-    """The §6.3 ShareGPT range's ends, read as widths 2 and 6 (savings grow with width); None for 4."""
-    low, high = reference.FIG15_SHAREGPT_RANGE[mode]
-    return {min(reference.SAMPLE_WIDTHS): low, max(reference.SAMPLE_WIDTHS): high}.get(width)
-
-
-def _fig15_mode(mode: str, by_width: dict[int, SharingResult]) -> dict[str, object]:
-    return {
-        str(width): {
-            **_pair(result.saving, sharegpt_paper_value(mode, width)),
-            "paper_alpaca": reference.FIG15_ALPACA[mode][width],
-        }
-        for width, result in by_width.items()
-    }
-
-
-def _pair(measured: float, paper: float | None) -> dict[str, float | None]:
-    return {"pagedkv": round(measured, 2), "paper": paper}
+def _entry(measured: Spread, paper: float | None) -> dict[str, Any]:
+    return {"pagedkv": round(measured.mean, 2), "paper": paper, "spread": measured.to_json()}

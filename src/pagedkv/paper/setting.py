@@ -1,110 +1,178 @@
-"""The hardware and model the paper's memory figures were measured on, as numbers the simulator can use.
+"""What the paper's memory figures ran on (model, GPU, KV budget, step time) and the knobs of a reproduction.
 
-Invariant: every derived quantity (bytes per token, KV capacity in token slots and blocks) is computed from
-the model and GPU figures stated here, never typed in, so changing one input changes everything that
-depends on it and the report can print where each number came from.
+Invariant: the model and the GPU are the simulator's catalogue entries (OPT-13B, A100-40GB: every
+number from their public config and datasheet), the step time is the simulator's `RooflineStepTime`
+of that deployment, and a `PaperConfig` is validated on creation (`OptionError` naming the option),
+so every experiment can trust it. The defaults are the paper's settings, or, where the paper is
+silent, its artifact's (github.com/sosp-ae-39/sosp-ae-astra):
 
-The setting (Kwon et al., SOSP 2023, §6.1 and the authors' artifact, github.com/sosp-ae-39/sosp-ae-astra):
-OPT-13B in fp16 on one A100-40GB, whose ~12 GiB left for the KV cache after weights and activations holds
-~15.7K tokens at 800 KiB a token.
+* the KV budget is the paper's measured 12 GiB (Fig. 1: just over 30 % of the 40 GB after 26 GB of
+  weights), given as vLLM's ``kv_cache_memory_bytes``, not profiled: it is what the 2023 engine had,
+  and its 983 blocks reproduce Orca (Max)'s 8.9 % external fragmentation exactly (87 blocks that no
+  128-block slot fits in); today's vLLM accounting (`Deployment.memory_terms`) gives 11.56 GiB, 946
+  blocks, for the same model and GPU;
+* the artifact's scheduler and its limits: in each step one token per running sequence, then waiting
+  prompts, whole and first come first served, while the step's tokens stay within
+  ``max_num_batched_tokens`` = 2,560 and at most ``max_num_seqs`` = 256 sequences run (the simulator's
+  V1 order without chunked prefill);
+* Fig. 2: ShareGPT at 4 req/s for 900 s, averaged over steps in 300-900 s (``fig2.sh``);
+* Fig. 13a: ShareGPT at 2 req/s (the paper's caption), same duration and window as Fig. 2;
+* Fig. 15: vLLM with every request sampling n sequences, or beam width n; the paper ran Alpaca at
+  20 req/s and gives no ShareGPT rate, so the rate defaults to Fig. 13a's (2 req/s);
+* Fig. 18b: vLLM at each block size under the Fig. 2 load;
+* every figure is the mean over ten independent request streams (seeds 0-9) with the spread over
+  them reported; the paper ran each configuration once, and three seeds were not enough for the
+  goals to hold for every choice of seeds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import math
+from dataclasses import dataclass, field
 
-from pagedkv.errors import InvalidArgument
+from pagedkv.paper.reference import BLOCK_SIZES, SAMPLE_WIDTHS
+from pagedkv.paper.sharegpt import MAX_TOTAL_LEN
+from pagedkv.simulator.config import SimConfig
+from pagedkv.simulator.deployment import Deployment
+from pagedkv.simulator.gpu import GIB, GpuSpec
+from pagedkv.simulator.model_config import ModelConfig
+from pagedkv.simulator.option_error import OptionError
+from pagedkv.simulator.roofline import RooflineStepTime
 
-GIB = 1 << 30
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """A decoder-only transformer, as far as KV memory and iteration time care.
-
-    OPT-13B (HF config facebook/opt-13b): 40 layers, hidden size 5120, 40 heads, FFN 20480, vocabulary 50272,
-    2048 positions; 12.85 B parameters.
-    """
-
-    name: str = "OPT-13B"
-    num_layers: int = 40
-    hidden_size: int = 5120
-    num_params: float = 12.85e9
-    dtype_bytes: int = 2  # fp16
-    max_seq_len: int = 2048
-
-    @property
-    def kv_bytes_per_token(self) -> int:
-        """One K and one V vector of `hidden_size` per layer: 2 * 40 * 5120 * 2 B = 800 KiB for OPT-13B."""
-        return 2 * self.num_layers * self.hidden_size * self.dtype_bytes
-
-    @property
-    def weight_bytes(self) -> float:
-        """Bytes of weights every iteration reads once from GPU memory."""
-        return self.num_params * self.dtype_bytes
-
-    @property
-    def flops_per_token(self) -> float:
-        """Matrix-multiply FLOPs to push one token through the model (2 per parameter)."""
-        return 2.0 * self.num_params
+FIGURES = ("fig2", "fig13a", "fig15", "fig18b")
+MODEL = "OPT-13B"
+GPU = "A100-40GB"
+KV_CACHE_BYTES = 12 * GIB
+MAX_NUM_BATCHED_TOKENS = 2560
+MAX_NUM_SEQS = 256
+DEFAULT_SEEDS = tuple(range(10))
 
 
-@dataclass(frozen=True, slots=True)
-class GpuSpec:
-    """The accelerator: how much KV memory it leaves and how fast it reads memory and multiplies.
+def paper_deployment(
+    block_size: int = 16,
+    max_num_batched_tokens: int = MAX_NUM_BATCHED_TOKENS,
+    max_num_seqs: int = MAX_NUM_SEQS,
+) -> Deployment:
+    """OPT-13B in fp16 on one A100-40GB with the paper's 12 GiB of KV cut into `block_size` blocks, and
+    the artifact's scheduler limits."""
+    return Deployment(
+        ModelConfig.from_pretrained(MODEL),
+        GpuSpec.from_name(GPU),
+        block_size=block_size,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_num_seqs=max_num_seqs,
+        kv_cache_memory_bytes=KV_CACHE_BYTES,
+    )
 
-    A100-SXM4-40GB datasheet: 1,555 GB/s HBM2, 312 TFLOP/s dense fp16 tensor-core peak. `kv_cache_bytes` is
-    what is left for the KV cache once OPT-13B's 26 GB of weights and the activation workspace are placed:
-    the paper's Fig. 1 puts it at just over 30 % of the 40 GB, and 12 GiB reproduces its Orca (Max) bar,
-    whose 8.9 % "external" is exactly the 87 of 983 blocks that no 128-block (2048-token) slot fits in.
-    """
 
-    name: str = "A100-40GB"
-    kv_cache_bytes: int = 12 * GIB
-    hbm_bytes_per_s: float = 1.555e12
-    peak_flops: float = 312e12
+def paper_time_model() -> RooflineStepTime:
+    """The simulator's roofline for the paper's deployment, at its default efficiencies."""
+    return paper_deployment().step_time_model()
 
 
 @dataclass(frozen=True, slots=True)
 class PaperSetting:
-    """Model + GPU + block size + vLLM's watermark: everything that fixes the KV pool.
+    """The deployment and vLLM's admission watermark: everything that fixes the KV pool.
 
     `watermark` is the fraction of vLLM's blocks that admission leaves free so running sequences can
-    grow without preemption (1 % in the artifact's block manager).
+    grow without preemption (1 % in the artifact's block manager). The paper's engine (vLLM 0.1) had no
+    null block, so all `num_blocks` hold tokens.
     """
 
-    model: ModelSpec = ModelSpec()
-    gpu: GpuSpec = GpuSpec()
-    block_size: int = 16
+    deployment: Deployment = field(default_factory=paper_deployment)
     watermark: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.block_size < 1:
-            raise InvalidArgument(f"block_size={self.block_size} must be >= 1 token")
-        if self.num_blocks < 1:
-            raise InvalidArgument(
-                f"kv_cache_bytes={self.gpu.kv_cache_bytes} holds no block of {self.block_size} tokens "
-                f"at {self.model.kv_bytes_per_token} bytes a token; give the GPU more KV memory"
+        d = self.deployment
+        if d.batched_tokens < MAX_TOTAL_LEN - 1:
+            raise OptionError(
+                "max_num_batched_tokens",
+                d.batched_tokens,
+                f"must be >= {MAX_TOTAL_LEN - 1:,}: without chunked prefill the longest sequence the trace "
+                "keeps must fit in one step when it is recomputed",
+            )
+        if d.num_seqs > d.batched_tokens:
+            raise OptionError(
+                "max_num_seqs",
+                d.num_seqs,
+                f"must be <= max_num_batched_tokens {d.batched_tokens:,}: every running sequence decodes a "
+                "token each step",
             )
 
     @property
+    def block_size(self) -> int:
+        return self.deployment.block_size
+
+    @property
     def num_blocks(self) -> int:
-        """Whole blocks of `block_size` tokens that fit in the KV memory: 983 for OPT-13B, 12 GiB, B = 16."""
-        return self.gpu.kv_cache_bytes // (self.block_size * self.model.kv_bytes_per_token)
+        """Blocks of the KV budget: 983 of 16 tokens for the paper's 12 GiB at 800 KiB a token."""
+        return self.deployment.num_gpu_blocks
 
     @property
     def num_slots(self) -> int:
         """Token slots of KV capacity: the 100 % that every breakdown is a share of."""
         return self.num_blocks * self.block_size
 
+    @property
+    def max_seq_len(self) -> int:
+        return self.deployment.model.max_model_len
+
     def with_block_size(self, block_size: int) -> PaperSetting:
-        """The same GPU and model with another block size (Fig. 18b): capacity is re-cut into blocks."""
-        return PaperSetting(self.model, self.gpu, block_size, self.watermark)
+        """The same memory cut into blocks of another size (Fig. 18b)."""
+        return PaperSetting(dataclasses.replace(self.deployment, block_size=block_size), self.watermark)
 
     def describe(self) -> str:
-        m, g = self.model, self.gpu
+        d = self.deployment
         return (
-            f"{m.name} fp16 on one {g.name}: {m.kv_bytes_per_token // 1024} KiB of KV a token, "
-            f"{g.kv_cache_bytes / GIB:.0f} GiB of KV = {self.num_slots:,} token slots "
-            f"({self.num_blocks} blocks of {self.block_size}); max sequence {m.max_seq_len} tokens"
+            f"{d.model.name} ({d.model.dtype}) on one {d.gpu.name}: {d.kv_bytes_per_token // 1024} KiB of KV "
+            f"a token, {d.budget.kv_cache_bytes / GIB:g} GiB of KV (the paper's) = {self.num_slots:,} token "
+            f"slots ({self.num_blocks} blocks of {self.block_size}); max sequence {self.max_seq_len} tokens; "
+            f"steps of at most {d.batched_tokens:,} tokens and {d.num_seqs} sequences, whole prompts"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PaperConfig:
+    """One reproduction run; the defaults are the full run (tests shrink `duration`, `window`, `seeds`).
+
+    `beam_prune_prob` is the simulator's beam model (`pagedkv.simulator.config.SimConfig`): each decode
+    step every beam is, with this probability, replaced by a fork of another beam.
+    """
+
+    setting: PaperSetting = field(default_factory=PaperSetting)
+    time_model: RooflineStepTime = field(default_factory=paper_time_model)
+    figures: tuple[str, ...] = FIGURES
+    duration: float = 900.0
+    window: tuple[float, float] = (300.0, 900.0)
+    fig2_rate: float = 4.0
+    fig13a_rate: float = 2.0
+    fig15_rate: float = 2.0
+    fig15_widths: tuple[int, ...] = SAMPLE_WIDTHS
+    fig18b_block_sizes: tuple[int, ...] = BLOCK_SIZES
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
+    beam_prune_prob: float = SimConfig().beam_prune_prob
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.figures if name not in FIGURES]
+        if unknown or not self.figures:
+            raise OptionError("figures", ",".join(self.figures), f"choose among {', '.join(FIGURES)}")
+        if not (self.duration > 0 and math.isfinite(self.duration)):
+            raise OptionError("duration", self.duration, "must be a finite number of seconds > 0")
+        start, end = self.window
+        if not 0 <= start < end <= self.duration:
+            raise OptionError(
+                "window", self.window, f"must satisfy 0 <= START < END <= duration {self.duration:g}"
+            )
+        for name in ("fig2_rate", "fig13a_rate", "fig15_rate"):
+            rate = getattr(self, name)
+            if not (rate > 0 and math.isfinite(rate)):
+                raise OptionError(name, rate, "must be a finite number of requests/s > 0")
+        if any(width < 2 for width in self.fig15_widths):
+            raise OptionError("fig15_widths", self.fig15_widths, "must all be >= 2: sharing needs n >= 2")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise OptionError("seeds", ",".join(map(str, self.seeds)), "must be distinct, at least one")
+        if any(size < 1 for size in self.fig18b_block_sizes):
+            raise OptionError("fig18b_block_sizes", self.fig18b_block_sizes, "must all be >= 1")
+        if not 0.0 <= self.beam_prune_prob <= 1.0:
+            raise OptionError("beam_prune_prob", self.beam_prune_prob, "must be a probability in [0, 1]")
