@@ -185,7 +185,7 @@ def test_help_shows_each_default_once(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         main(["simulate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: fragmentation.png)" in text and text.count("(default: 0.05)") == 1
+    assert "(default: fragmentation.png)" in text and text.count("(default 0.05;") == 1
     assert "(default: None)" not in text
 
 
@@ -263,3 +263,71 @@ def test_run_point_raises_usage_errors_instead_of_exiting() -> None:
 
     with pytest.raises(UsageError, match="--bogus"):
         run_point(["--bogus"])
+
+
+# --- a model on GPUs, in vLLM's units ------------------------------------------------------------
+
+MODEL_RUN = ["simulate", "--model", "Llama-3.1-8B", "--num-requests", "40", "--no-plot"]
+
+
+def test_a_model_on_a_gpu_gets_vllms_block_count_and_roofline(capsys: pytest.CaptureFixture[str]) -> None:
+    from pagedkv.simulator.deployment import Deployment
+    from pagedkv.simulator.gpu import GpuSpec
+    from pagedkv.simulator.model_config import ModelConfig
+
+    assert main([*MODEL_RUN, "--gpu", "A100-80GB"]) == 0
+    text = capsys.readouterr().out
+    expected = Deployment(ModelConfig.from_pretrained("Llama-3.1-8B"), GpuSpec.from_name("A100-80GB"))
+    # 128 KiB a token (32 layers x 8 KV heads x 128 x 2 x 2 B): 2 MiB a block of 16
+    assert expected.memory_terms().bytes_per_block == 32 * 8 * 128 * 2 * 2 * 16
+    assert f"{expected.usable_blocks * 16:,} KV token slots for every cache: paged" in text
+    for line in expected.memory_terms().format().splitlines():
+        assert line in text  # every term of the sum is printed
+    assert "vLLM V1, max_num_seqs 256, 2,048 tokens a step" in text  # vllm serve's A100 defaults
+    assert "step = host 10.0 ms + max(weights" in text
+    assert "TTFT p50 / p99 (s)" in text
+
+
+def test_fp8_kv_doubles_the_blocks_and_a_given_budget_is_kept(capsys: pytest.CaptureFixture[str]) -> None:
+    def slots(*extra: str) -> int:
+        assert main([*MODEL_RUN, *extra]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("memory:"))
+        return int(line.split()[1].replace(",", ""))
+
+    auto, fp8 = slots(), slots("--kv-cache-dtype", "fp8")
+    assert fp8 // 16 in (2 * (auto // 16 + 1) - 1, 2 * (auto // 16 + 1))  # usable = blocks - 1
+    assert main([*MODEL_RUN, "--max-num-batched-tokens", "4096", "--max-num-seqs", "128"]) == 0
+    assert "max_num_seqs 128, 4,096 tokens a step" in capsys.readouterr().out
+
+
+def test_a_gpu_given_by_its_numbers_and_own_step_coefficients(capsys: pytest.CaptureFixture[str]) -> None:
+    numbers = ["--gpu-memory-gib", "48", "--gpu-hbm-gbps", "864", "--gpu-tflops", "181"]
+    assert main([*MODEL_RUN, *numbers, "--step-time", "0.02"]) == 0
+    text = capsys.readouterr().out
+    assert "custom GPU" in text and "engine:    20 ms per engine step" in text
+
+
+MODEL_ERRORS = [
+    (["--tensor-parallel-size", "3"], "--tensor-parallel-size 3: does not divide"),
+    (["--num-blocks", "100"], "--num-blocks: with --model the model and GPUs fix the KV memory"),
+    (["--gpu", "Z80"], "--gpu Z80: GPU 'Z80' is not in the catalogue"),
+    (["--gpu-memory-gib", "24"], "needs all of --gpu-memory-gib, --gpu-hbm-gbps and --gpu-tflops"),
+    (["--swap-space", "8"], "--swap-space sizes the swap pool of --preemption-mode swap"),
+    (["--gpu-memory-utilization", "0.1"], "--gpu-memory-utilization 0.1: leaves"),
+    (["--max-model-len", "200000"], "--max-model-len 200,000 exceeds Llama-3.1-8B's 131,072 positions"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), MODEL_ERRORS)
+def test_bad_model_options_name_the_flag(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*MODEL_RUN, *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("pagedkv simulate: error: ") and message in captured.err, captured.err
+    assert captured.out == ""
+
+
+def test_hardware_options_without_a_model_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*SMALL, "--no-plot", "--tensor-parallel-size", "2"]) == 2
+    assert "--tensor-parallel-size describes the --model's hardware; add --model" in capsys.readouterr().err

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pagedkv.errors import UsageError
+from pagedkv.errors import InvalidArgument, UsageError
 from pagedkv.memory import require_memory
 from pagedkv.options import (
     Formatter,
@@ -27,6 +28,7 @@ from pagedkv.options import (
     positive_float,
     positive_int,
     probability,
+    utilization,
 )
 from pagedkv.outputs import IMAGE_SUFFIXES, atomic_path, check_output_file, write_json
 from pagedkv.simulator.cache import KVCache
@@ -34,11 +36,18 @@ from pagedkv.simulator.config import (
     DEFAULT_STEP_TIME_S,
     SCHEDULERS,
     IterationTime,
+    IterationTimeModel,
     SimConfig,
     describe_time_model,
 )
+from pagedkv.simulator.deployment import Deployment
+from pagedkv.simulator.gpu import GpuSpec
+from pagedkv.simulator.gpu import catalogue as gpu_catalogue
 from pagedkv.simulator.loop import CACHE_KINDS, check_budget, compare, standard_caches
 from pagedkv.simulator.metrics import SimResult
+from pagedkv.simulator.model_config import KV_CACHE_DTYPES, ModelConfig
+from pagedkv.simulator.model_config import catalogue as model_catalogue
+from pagedkv.simulator.option_error import OptionError
 from pagedkv.simulator.workload import (
     DEFAULT_OUTPUT_RANGE,
     DEFAULT_PROMPT_RANGE,
@@ -53,6 +62,8 @@ DEFAULT_NUM_REQUESTS = 1000
 DEFAULT_TRACE_MAX_SEQ_LEN = 8192
 DEFAULT_OUT = "fragmentation.png"
 DEFAULT_MAX_NUM_SEQS_WITH_BUDGET = 256  # vLLM's default max_num_seqs
+DEFAULT_GPU = "H100-80GB"
+DEFAULT_SWAP_SPACE_GIB = 4.0  # vLLM's --swap-space default
 # Measured with tracemalloc on CPython 3.11 (see benchmarks/bench_block_manager.py): what one unit
 # of each size option costs; used only to refuse sizes this machine cannot hold.
 _BYTES_PER_BLOCK = {False: 24, True: 128}  # paged pool, prefix caching off / on (peak, ids kept)
@@ -154,6 +165,42 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="beam model: chance a beam is replaced by a fork of another each step (default 0.1)",
     )
 
+    served = parser.add_argument_group(
+        "model and hardware (vLLM's options: KV blocks, token budget and step time as vLLM computes them)"
+    )
+    served.add_argument(
+        "--model",
+        metavar="NAME|PATH",
+        help=f"a catalogue model ({', '.join(model_catalogue())}), a config.json or a checkpoint folder",
+    )
+    served.add_argument(
+        "--gpu",
+        metavar="NAME",
+        help=f"with --model: one of {', '.join(gpu_catalogue())} (default {DEFAULT_GPU}), or none and "
+        "the three --gpu-* numbers",
+    )
+    served.add_argument("--gpu-memory-gib", type=positive_float, help="GPU memory (replaces the catalogue's)")
+    served.add_argument("--gpu-hbm-gbps", type=positive_float, help="GPU memory bandwidth in GB/s")
+    served.add_argument("--gpu-tflops", type=positive_float, help="GPU dense 16-bit TFLOP/s")
+    served.add_argument(
+        "--tensor-parallel-size", "-tp", type=positive_int, help="GPUs the model is split across (default 1)"
+    )
+    served.add_argument(
+        "--gpu-memory-utilization", type=utilization, help="share of GPU memory vLLM may use (default 0.9)"
+    )
+    served.add_argument(
+        "--kv-cache-dtype", choices=tuple(KV_CACHE_DTYPES), help="KV precision (default auto: the model's)"
+    )
+    served.add_argument(
+        "--kv-cache-memory", type=positive_int, metavar="BYTES", help="KV cache bytes per GPU (no profiling)"
+    )
+    served.add_argument(
+        "--swap-space",
+        type=non_negative_float,
+        metavar="GIB",
+        help=f"CPU swap space per GPU with --preemption-mode swap (default {DEFAULT_SWAP_SPACE_GIB:g})",
+    )
+
     memory = parser.add_argument_group("memory (equal for every cache)")
     size = memory.add_mutually_exclusive_group()
     size.add_argument(
@@ -167,8 +214,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     memory.add_argument(
         "--caches",
-        default=",".join(CACHE_KINDS),
-        help=f"comma-separated, from {', '.join(CACHE_KINDS)}",
+        help=f"comma-separated, from {', '.join(CACHE_KINDS)} (default: all; paged with --model)",
     )
     memory.add_argument("--block-size", type=positive_int, help="paged block size in tokens (default 16)")
     memory.add_argument(
@@ -199,34 +245,35 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
     engine = parser.add_argument_group("engine")
     engine.add_argument(
-        "--step-time", type=positive_float, default=DEFAULT_STEP_TIME_S, help="seconds per engine step"
+        "--step-time",
+        type=positive_float,
+        help=f"seconds per engine step (default {DEFAULT_STEP_TIME_S:g}; with --model: the roofline, "
+        "unless these four are given)",
     )
     engine.add_argument(
-        "--step-time-per-seq", type=non_negative_float, default=0.0, help="extra seconds per running sequence"
+        "--step-time-per-seq", type=non_negative_float, help="extra seconds per running sequence (default 0)"
     )
     engine.add_argument(
         "--step-time-per-prefill-token",
         type=non_negative_float,
-        default=0.0,
-        help="extra seconds per prompt token computed",
+        help="extra seconds per prompt token computed (default 0)",
     )
     engine.add_argument(
         "--step-time-per-context-token",
         type=non_negative_float,
-        default=0.0,
-        help="extra seconds per token attended over",
+        help="extra seconds per token attended over (default 0)",
     )
     engine.add_argument(
         "--max-num-seqs",
         type=positive_int,
         help="most sequences running at once (default: no limit, or "
-        f"{DEFAULT_MAX_NUM_SEQS_WITH_BUDGET} with --max-num-batched-tokens)",
+        f"{DEFAULT_MAX_NUM_SEQS_WITH_BUDGET} with --max-num-batched-tokens; with --model, vLLM's default)",
     )
     engine.add_argument(
         "--max-num-batched-tokens",
         type=positive_int,
         help="token budget of one step, decodes and prompt tokens together (default: no budget, every "
-        "admitted prompt prefilled whole in the step that admits it)",
+        "admitted prompt prefilled whole in the step that admits it; with --model, vLLM's default)",
     )
     engine.add_argument(
         "--scheduler",
@@ -254,6 +301,7 @@ class Run:
     workload: str  # one line: what was loaded or generated, cut or dropped
     memory: str  # one line: the KV slots every cache gets and how each lays them out
     notes: tuple[str, ...] = ()  # options that had no effect on this workload, and why
+    deployment: str = ""  # with --model: the model, GPUs, every term of the KV sum, the step time
 
 
 def run(args: argparse.Namespace) -> int:
@@ -270,9 +318,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_plot:
         _require_matplotlib()
     built = build_run(args)
+    if built.deployment:
+        print(built.deployment)
     print(f"workload:  {built.workload}")
     print(f"memory:    {built.memory}")
-    print(f"engine:    {describe_time_model(built.config.iteration_time)}; {_sampling(built.config)}")
+    step_time = describe_time_model(built.config.iteration_time).splitlines()[0]
+    print(f"engine:    {step_time}; {_sampling(built.config)}")
     print(f"scheduler: {built.config.describe_scheduler()}")
     for note in built.notes:
         print(f"note:      {note}")
@@ -365,10 +416,11 @@ def build_run(args: argparse.Namespace) -> Run:
     checked first (`UsageError` naming the flag)."""
     kinds = _cache_kinds(args)
     notes = _check_applicable(args, kinds)
-    max_seq_len = _max_seq_len(args)
-    kv_slots = _kv_slots(args, max_seq_len)
+    deployment = _deployment(args) if args.model is not None else None
+    max_seq_len = _max_seq_len(args, deployment)
+    kv_slots = deployment.kv_slots if deployment is not None else _kv_slots(args, max_seq_len)
     _check_sizes(args, kinds, kv_slots, max_seq_len)
-    config = _config(args)
+    config = _config(args, deployment)
     requests, workload = _workload(args, max_seq_len)
     if args.enable_prefix_caching and not any(r.prefix_hash_ids for r in requests):
         notes.append(
@@ -385,14 +437,86 @@ def build_run(args: argparse.Namespace) -> Run:
         enable_prefix_caching=args.enable_prefix_caching,
         watermark=0.01 if args.watermark is None else args.watermark,
         preemption=args.preemption_mode or "recompute",
-        swap_slots=args.swap_slots,
+        swap_slots=_swap_slots(args, deployment),
     )
     _check_fits(requests, caches, config)
     check_budget(requests, config)
     memory = f"{kv_slots:,} KV token slots for every cache: " + "; ".join(
         f"{cache.name} {cache.describe()}" for cache in caches
     )
-    return Run(requests, caches, config, workload, memory, tuple(notes))
+    if deployment is not None and deployment.model.sliding_window is not None:
+        notes.append(
+            f"{deployment.model.name} attends over a sliding window of {deployment.model.sliding_window:,} "
+            "tokens, so vLLM stops growing a sequence's KV there; the caches here keep every token's KV "
+            "(an overestimate of KV use for longer sequences)"
+        )
+    text = _describe_deployment(deployment, config) if deployment is not None else ""
+    return Run(requests, caches, config, workload, memory, tuple(notes), text)
+
+
+def _deployment(args: argparse.Namespace) -> Deployment:
+    """The model on its GPUs with vLLM's memory options, every error naming the flag."""
+    try:
+        model = ModelConfig.from_pretrained(args.model)
+    except InvalidArgument as exc:
+        raise UsageError(f"--model {args.model}: {exc}") from None
+    try:
+        return Deployment(
+            model,
+            _gpu(args),
+            tensor_parallel_size=args.tensor_parallel_size or 1,
+            gpu_memory_utilization=0.9
+            if args.gpu_memory_utilization is None
+            else args.gpu_memory_utilization,
+            kv_cache_dtype=args.kv_cache_dtype or "auto",
+            block_size=args.block_size or 16,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+            max_num_seqs=args.max_num_seqs,
+            kv_cache_memory_bytes=args.kv_cache_memory,
+        )
+    except OptionError as exc:
+        typed = getattr(args, exc.option, None)
+        raise UsageError(exc.flag_message(None if typed is None else str(typed))) from None
+
+
+def _gpu(args: argparse.Namespace) -> GpuSpec:
+    numbers = {
+        "memory_gib": args.gpu_memory_gib,
+        "hbm_gb_per_s": args.gpu_hbm_gbps,
+        "bf16_tflops": args.gpu_tflops,
+    }
+    given = {name: value for name, value in numbers.items() if value is not None}
+    if args.gpu is None and given:
+        if len(given) < len(numbers):
+            raise UsageError(
+                "a GPU given by its numbers needs all of --gpu-memory-gib, --gpu-hbm-gbps and --gpu-tflops "
+                "(or name one with --gpu)"
+            )
+        return GpuSpec("custom GPU", source="given on the command line", **given)
+    try:
+        gpu = GpuSpec.from_name(args.gpu or DEFAULT_GPU)
+    except InvalidArgument as exc:
+        raise UsageError(f"--gpu {args.gpu}: {exc}") from None
+    return (
+        dataclasses.replace(gpu, source=f"{gpu.source}; overridden on the command line", **given)
+        if given
+        else gpu
+    )
+
+
+def _swap_slots(args: argparse.Namespace, deployment: Deployment | None) -> int | None:
+    if deployment is None or args.preemption_mode != "swap":
+        return args.swap_slots
+    space = DEFAULT_SWAP_SPACE_GIB if args.swap_space is None else args.swap_space
+    return deployment.num_cpu_blocks(space) * deployment.block_size
+
+
+def _describe_deployment(deployment: Deployment, config: SimConfig) -> str:
+    lines = [f"model:     {deployment.describe()}", "KV memory per GPU:"]
+    lines += [f"  {line}" for line in deployment.memory_terms().format().splitlines()]
+    lines.append("step time, every coefficient:")
+    lines += [f"  {line}" for line in describe_time_model(config.iteration_time).splitlines()[1:]]
+    return "\n".join(lines)
 
 
 def _check_fits(requests: list[Request], caches: list[KVCache], config: SimConfig) -> None:
@@ -404,6 +528,8 @@ def _check_fits(requests: list[Request], caches: list[KVCache], config: SimConfi
 
 
 def _cache_kinds(args: argparse.Namespace) -> list[str]:
+    if args.caches is None:
+        return ["paged"] if args.model is not None else list(CACHE_KINDS)
     kinds = [kind.strip() for kind in args.caches.split(",") if kind.strip()]
     if not kinds:
         raise UsageError(f"--caches {args.caches!r}: name at least one of {', '.join(CACHE_KINDS)}")
@@ -427,6 +553,31 @@ def _check_applicable(args: argparse.Namespace, kinds: list[str]) -> list[str]:
                     f"--{flag.replace('_', '-')} sets synthetic lengths; with --trace the lengths are the "
                     "trace's (use --max-model-len to cut long ones)"
                 )
+    if args.model is None:
+        for flag in (
+            "gpu",
+            "gpu_memory_gib",
+            "gpu_hbm_gbps",
+            "gpu_tflops",
+            "tensor_parallel_size",
+            "gpu_memory_utilization",
+            "kv_cache_dtype",
+            "kv_cache_memory",
+            "swap_space",
+        ):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag.replace('_', '-')} describes the --model's hardware; add --model")
+    else:
+        for flag in ("rows", "kv_slots", "num_blocks"):
+            if getattr(args, flag) is not None:
+                raise UsageError(
+                    f"--{flag.replace('_', '-')}: with --model the model and GPUs fix the KV memory; use "
+                    "--gpu-memory-utilization or --kv-cache-memory"
+                )
+        if args.swap_slots is not None:
+            raise UsageError("--swap-slots: with --model the swap pool is --swap-space GiB a GPU")
+    if args.swap_space is not None and args.preemption_mode != "swap":
+        raise UsageError("--swap-space sizes the swap pool of --preemption-mode swap; add it or drop it")
     paged = "paged" in kinds
     for flag in ("block_size", "watermark", "preemption_mode", "swap_slots"):
         if getattr(args, flag) is not None and not paged:
@@ -453,9 +604,11 @@ def _check_applicable(args: argparse.Namespace, kinds: list[str]) -> list[str]:
     return notes
 
 
-def _config(args: argparse.Namespace) -> SimConfig:
+def _config(args: argparse.Namespace, deployment: Deployment | None) -> SimConfig:
     budget = args.max_num_batched_tokens
     max_num_seqs = args.max_num_seqs
+    if deployment is not None:
+        budget, max_num_seqs = deployment.batched_tokens, deployment.num_seqs
     if budget is not None:
         if max_num_seqs is None:
             max_num_seqs = min(DEFAULT_MAX_NUM_SEQS_WITH_BUDGET, budget)
@@ -470,12 +623,7 @@ def _config(args: argparse.Namespace) -> SimConfig:
             f"{max(args.n, args.beam_width)} sequences"
         )
     return SimConfig(
-        iteration_time=IterationTime(
-            args.step_time,
-            args.step_time_per_seq,
-            args.step_time_per_prefill_token,
-            args.step_time_per_context_token,
-        ),
+        iteration_time=_time_model(args, deployment),
         n=args.n,
         beam_width=args.beam_width,
         beam_prune_prob=0.1 if args.beam_prune_prob is None else args.beam_prune_prob,
@@ -487,6 +635,20 @@ def _config(args: argparse.Namespace) -> SimConfig:
         max_time=args.max_time,
         check_invariants=args.check,
     )
+
+
+def _time_model(args: argparse.Namespace, deployment: Deployment | None) -> IterationTimeModel:
+    """The user's linear coefficients when any is given, else the deployment's roofline, else 50 ms."""
+    linear = (
+        args.step_time,
+        args.step_time_per_seq,
+        args.step_time_per_prefill_token,
+        args.step_time_per_context_token,
+    )
+    if deployment is not None and all(value is None for value in linear):
+        return deployment.step_time_model()
+    base, per_seq, per_prefill, per_context = (value or 0.0 for value in linear)
+    return IterationTime(base or DEFAULT_STEP_TIME_S, per_seq, per_prefill, per_context)
 
 
 def _window(args: argparse.Namespace) -> tuple[float, float] | None:
@@ -507,13 +669,20 @@ def _require_matplotlib() -> None:
         ) from None
 
 
-def _max_seq_len(args: argparse.Namespace) -> int:
+def _max_seq_len(args: argparse.Namespace, deployment: Deployment | None = None) -> int:
     if args.max_model_len is not None:
         value = args.max_model_len
+        if deployment is not None and value > deployment.model.max_model_len:
+            raise UsageError(
+                f"--max-model-len {value:,} exceeds {deployment.model.name}'s "
+                f"{deployment.model.max_model_len:,} positions"
+            )
     elif args.trace:
-        value = DEFAULT_TRACE_MAX_SEQ_LEN
+        value = deployment.model.max_model_len if deployment is not None else DEFAULT_TRACE_MAX_SEQ_LEN
     else:
         value = _range(args, "prompt_range")[1] + _range(args, "output_range")[1]
+        if deployment is not None:
+            value = min(value, deployment.model.max_model_len)
     if value < 2:
         raise UsageError(
             f"--max-model-len {value}: a sequence needs at least one prompt and one output token; use >= 2"

@@ -12,7 +12,7 @@ the request finishes. Caches read `request`, `num_seqs`, `epoch` and `length()`;
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pagedkv.simulator.workload import Request
 
@@ -28,7 +28,10 @@ class Group:
     request: Request
     index: int  # position in the request list: where the run's per-request results are stored
     num_seqs: int
-    resume_len: int  # tokens to (re)compute before it decodes: the prompt, or prompt + output so far
+    resume_len: int = field(init=False)  # tokens to (re)compute before decoding: prompt (+ output so far)
+    gid: int = field(init=False)  # the request's id (fields, not properties: read at every event)
+    prompt_len: int = field(init=False)
+    final_len: int = field(init=False)  # tokens each sequence holds when the request finishes
     computed: int = 0  # while prefilling: tokens of `resume_len` already computed (cache hits included)
     base: int = 0  # while decoding: length at the end of decode tick t is t + base
     finish_tick: int = -1  # the decode tick in which it generates its last token
@@ -36,18 +39,11 @@ class Group:
     preemptions: int = 0
     epoch: int = 0
 
-    @property
-    def gid(self) -> int:
-        return self.request.request_id
-
-    @property
-    def prompt_len(self) -> int:
-        return self.request.prompt_len
-
-    @property
-    def final_len(self) -> int:
-        """Tokens each sequence holds when the request finishes: prompt + output."""
-        return self.request.prompt_len + self.request.output_len
+    def __post_init__(self) -> None:
+        request = self.request
+        self.gid = request.request_id
+        self.prompt_len = self.resume_len = request.prompt_len
+        self.final_len = request.prompt_len + request.output_len
 
     def length(self, tick: int) -> int:
         """Tokens each sequence holds at the end of decode tick `tick` (valid while decoding)."""

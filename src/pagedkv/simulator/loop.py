@@ -287,7 +287,7 @@ class _Loop:
             i = self.arrived
             request = requests[i]
             arrival_step[i] = step
-            self.waiting.append(Group(request, i, config.num_seqs, request.prompt_len))
+            self.waiting.append(Group(request, i, config.num_seqs))
             self.arrived += 1
 
     def _decode_step(self) -> None:
@@ -298,7 +298,7 @@ class _Loop:
         budget = None if self.limit is None else self.limit - self.num_seqs
         prefill, context = 0, 0
         first_tokens: list[Group] = []
-        for group in list(self.prefilling.values()):  # chunks of prompts admitted earlier, oldest first
+        for group in list(self.prefilling.values()) if self.prefilling else ():  # oldest first
             if budget is not None and budget <= 0:
                 break
             if group.gid not in self.prefilling:
