@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
-from watch_truth import SMALL, build, run_truth
+from watch_truth import SMALL, build, decode, run_truth
 
 from pagedkv.cli import main
 from pagedkv.watch.document import build_document
-from pagedkv.watch.page import render_page
+from pagedkv.watch.page import embedded_document, render_page
 from pagedkv.watch.palette import RESERVED, SEQUENCE, STATES, colour_index, rgb
 from pagedkv.watch.record import record
 
@@ -282,10 +282,28 @@ def test_screenshot_of_the_default_run(browser: Browser, tmp_path: Path) -> None
     assert main(["watch", "--out", str(out)]) == 0
     errors: list[str] = []
     page = open_page(browser, out, errors)
-    seek(page, 200)
-    canvas = page.locator('canvas[data-cache="paged"]')
-    canvas.click(position={"x": 40, "y": 60})
-    assert page.locator('#selection .table[data-cache="paged"]').get_attribute("data-blocks")
+    frame = 30  # 23 s in: both pools full, the naive one with the requests that arrived first
+    seek(page, frame)
+    # select a request that both caches hold at this moment: one row in naive, blocks all over in paged
+    naive, paged = embedded_document(out.read_text(encoding="utf-8"))["caches"]
+    held = {
+        name: decode(cache, cache["states"][cache["frame_state"][frame]])
+        for name, cache in (("naive", naive), ("paged", paged))
+    }
+    both = sorted(  # a short one of them: most of its naive row is never used
+        (key for key in set(held["naive"]) & set(held["paged"]) if len(held["paged"][key][0]) >= 40),
+        key=lambda key: held["paged"][key][1],
+    )
+    table = held["paged"][both[0]][0]
+    _, geometry = canvas_image(page, "paged")
+    x, y, w, h = cell(geometry, table[len(table) // 2])
+    page.locator('canvas[data-cache="paged"]').click(position={"x": x + w / 2, "y": y + h / 2})
+    assert page.locator('#selection .table[data-cache="paged"]').get_attribute("data-blocks") == ",".join(
+        map(str, table)
+    )
+    assert page.locator('#selection .table[data-cache="naive"]').get_attribute("data-start") == str(
+        held["naive"][both[0]][0]
+    )
     page.mouse.move(0, 0)
     shot = tmp_path / "watch-screenshot.png"
     page.screenshot(path=str(shot), full_page=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 DEFAULT_OUT = "watch.html"
 DEFAULT_CACHES = "naive,paged"
 DEFAULT_FRAMES = 600
-DEFAULT_GIF_FRAMES = 100
+DEFAULT_GIF_FRAMES = 60
 
 _DESCRIPTION = (
     "Serve one request list with the naive and the paged KV cache (optionally an Orca policy too) and "

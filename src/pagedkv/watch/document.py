@@ -8,7 +8,8 @@ Layout (``"format": "pagedkv-watch"``, ``"version": 1``)::
 
     times                frame i's simulated time (s), shared by every cache
     caches[]             one per panel, in the order of --caches:
-      name, kind ("rows" | "buddy" | "blocks"), layout, capacity_slots, unit_slots, num_units, end_time
+      name, kind ("rows" | "buddy" | "blocks"), layout, capacity_slots, unit_slots, num_units, steps,
+      requests, end_time (when its last request finished: from then on its panel says so)
       frame_state[i]     index into states of the state shown at frame i (-1: not started yet)
       placements         columns, one entry per placement (see `capture.Placement`): request, sample,
                          colour, prompt_len, final_len; rows/buddy: start, units, claimed;
@@ -110,6 +111,7 @@ def _cache(recording: Recording, name: str, track: Track, frame_state: list[int]
         "unit_slots": track.unit_slots,
         "num_units": track.num_units,
         "steps": len(series),
+        "requests": result.num_requests,
         "end_time": result.end_time,
         "frame_state": frame_state,
         "placements": columns,

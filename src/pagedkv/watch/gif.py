@@ -113,7 +113,7 @@ def _render(document: dict[str, Any], frames: list[int]) -> Iterator[Image.Image
         )
         for i, (cache, geometry) in enumerate(zip(caches, geometries, strict=True)):
             left = MARGIN + i * (PANEL_WIDTH + MARGIN)
-            _panel(draw, image, cache, geometry, frame, left, palette, font, bold)
+            _panel(draw, image, cache, geometry, frame, time_s, left, palette, font, bold)
         yield image.quantize(palette=palette.image, dither=Image.Dither.NONE)
 
 
@@ -145,6 +145,7 @@ def _panel(
     cache: dict[str, Any],
     geometry: Geometry,
     frame: int,
+    time_s: float,
     left: int,
     palette: _Palette,
     font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
@@ -173,6 +174,15 @@ def _panel(
     if state is not None:
         for x, y, w, h, spans in _cells(cache, state, geometry, palette):
             _spans(draw, left + x, grid_top + y, w, h, spans)
+    if state is not None and time_s >= cache["end_time"]:
+        box = (left, grid_top, left + geometry.width, grid_top + geometry.height)
+        image.paste(
+            Image.blend(image.crop(box), Image.new("RGB", (box[2] - box[0], box[3] - box[1]), "white"), 0.78),
+            box,
+        )
+        message = f"all {cache['requests']:,} requests done at {cache['end_time']:.1f} s"
+        centre = (left + geometry.width // 2, grid_top + geometry.height // 2)
+        draw.text(centre, message, fill=(4, 120, 87), font=bold, anchor="mm")
 
 
 def _cells(

@@ -4,7 +4,7 @@
 "use strict";
 
 (function () {
-  const api = (window.pagedkvWatch = { ready: false, frame: 0, firstFrameMs: null, renderMs: null });
+  const api = (window.pagedkvWatch = { ready: false, frame: 0, firstFrameMs: null, renderMs: null, renders: 0 });
   const $ = (id) => document.getElementById(id);
   const fmt = new Intl.NumberFormat("en-US");
   const count = (n) => fmt.format(n);
@@ -141,6 +141,7 @@
     const t = doc.times[frame];
     $("clock").textContent = `t = ${t.toFixed(2)} s · frame ${frame + 1} / ${doc.times.length}`;
     api.frame = frame;
+    api.renders += 1;
     api.renderMs = performance.now() - started;
   }
 
@@ -174,6 +175,16 @@
       }
     }
     if (view) highlight(ctx, g, cache, view, ui.focus(), colours);
+    if (view && doc.times[frame] >= cache.end_time) {
+      // every request is served: the last step's memory stays faded under the news
+      ctx.fillStyle = "rgba(255, 255, 255, 0.78)";
+      ctx.fillRect(0, 0, g.width, g.height);
+      ctx.fillStyle = "#047857";
+      ctx.font = "bold 18px sans-serif";
+      ctx.textAlign = "center";
+      ctx.textBaseline = "middle";
+      ctx.fillText(`all ${count(cache.requests)} requests done at ${cache.end_time.toFixed(1)} s`, g.width / 2, g.height / 2);
+    }
     updateNumbers(doc, panel, frame, view);
   }
 
@@ -433,7 +444,7 @@
     const kinds = new Set(doc.caches.map((c) => c.kind));
     if (kinds.has("buddy")) items.push([S.rounding, "buddy rounding (Orca)"]);
     if (doc.caches.some((c) => c.prefix)) items.push([S.cached, "free, still in the prefix cache"]);
-    if (kinds.has("blocks")) {
+    if (kinds.has("blocks") && (doc.num_seqs > 1 || doc.caches.some((c) => c.prefix))) {
       items.push([`linear-gradient(225deg, ${S.ink} 35%, ${P.sequence[5]} 35%)`, "shared block (ref count > 1)"]);
       items.push([`linear-gradient(180deg, ${S.copy} 30%, ${P.sequence[9]} 30%)`, "just copied (copy-on-write)"]);
       if (doc.caches.some((c) => c.prefix)) items.push([`linear-gradient(315deg, #fff 35%, ${P.sequence[3]} 35%)`, "reused from the prefix cache"]);
