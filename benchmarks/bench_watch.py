@@ -95,7 +95,8 @@ def bench_browser(page_path: Path, repeat: int) -> None:
     print(
         f"browser (chromium {CHROMIUM}): first frame {statistics.median(first):.0f} ms after navigation "
         f"(median of {repeat}, min {min(first):.0f}); drawing one frame {statistics.median(draw):.1f} ms "
-        f"(all frames, seek by seek); playback {statistics.median(fps):.0f} frames drawn/s at the 60 fps setting"
+        f"(all frames, seek by seek); playback {statistics.median(fps):.0f} frames drawn/s "
+        "at the 60 fps setting"
     )
 
 

@@ -40,6 +40,7 @@ LAUNCH_ARGS = [
 ]
 THREE = [*SMALL, "--caches", "naive,orca-pow2,paged", "--rows", "4"]
 SAMPLES = [*SMALL, "--rows", "4", "--n", "2"]
+PREFIX = [*SMALL, "--rows", "4", "--n", "2", "--prefix-caching"]
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -77,6 +78,11 @@ def three(tmp_path_factory: pytest.TempPathFactory) -> Watched:
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory: pytest.TempPathFactory) -> Watched:
     return Watched(tmp_path_factory.mktemp("samples"), SAMPLES)
+
+
+@pytest.fixture(scope="module")
+def prefix(tmp_path_factory: pytest.TempPathFactory) -> Watched:
+    return Watched(tmp_path_factory.mktemp("prefix"), PREFIX)
 
 
 def open_page(browser: Browser, path: Path, errors: list[str] | None = None) -> Page:
@@ -159,13 +165,14 @@ def test_after_seeking_the_numbers_are_the_simulators_at_that_step(
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.35, 0.6])
-@pytest.mark.parametrize("scenario", ["three", "samples"])
+@pytest.mark.parametrize("scenario", ["three", "samples", "prefix"])
 def test_grid_colours_match_the_simulators_block_tables(
     browser: Browser, request: pytest.FixtureRequest, scenario: str, fraction: float
 ) -> None:
     watched: Watched = request.getfixturevalue(scenario)
     page = open_page(browser, watched.path)
-    frame = round(fraction * (len(watched.times) - 1))
+    shortest = min((result.series.time for result in watched.results.values()), key=len)
+    frame = watched.times.index(shortest[round(fraction * (len(shortest) - 1))])  # every panel still runs
     seek(page, frame)
     page.mouse.move(0, 0)  # no hover: nothing highlighted
     free = rgb(STATES["free"])
@@ -177,9 +184,15 @@ def test_grid_colours_match_the_simulators_block_tables(
         expected = _expected_left_pixels(name, truth, cache, requests)
         units = cache.num_rows if name == "naive" else cache.capacity_slots // cache.block_size
         assert sorted(expected) == list(range(units))
+        cached = 0
         for unit, colour in expected.items():
             x, y, _, h = cell(geometry, unit)
-            assert image.getpixel((x, y + h // 2)) == colour, (name, unit)
+            pixel = image.getpixel((x, y + h // 2))
+            if colour == free and pixel == rgb(STATES["cached"]):
+                cached += 1  # a free block whose contents the prefix cache still holds
+            else:
+                assert pixel == colour, (name, unit)
+        assert cached == (truth.cached_free if name == "paged" else 0)
         assert any(colour != free for colour in expected.values())
         if name == "naive":
             _check_row_tails(image, geometry, truth, cache, requests)

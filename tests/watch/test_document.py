@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from watch_truth import SMALL, build, decode, run_truth
+from watch_truth import SMALL, build, cached_blocks, decode, run_truth
 
 from pagedkv.simulator import compare
 from pagedkv.watch.document import build_document
@@ -124,8 +124,9 @@ def _check_states(cache: dict[str, Any], result: Any, truth: Any) -> None:
         if cache["kind"] == "blocks":
             refs = Counter(b for table, _ in decode(cache, state).values() for b in table)
             assert [refs.get(b, 0) for b in range(cache["num_units"])] == step_truth.ref_counts, where
-            assert len(state["cached"]) == step_truth.cached_free, where
-            assert all(step_truth.ref_counts[b] == 0 for b in state["cached"]), where
+            cached = cached_blocks(state)
+            assert len(cached) == step_truth.cached_free, where
+            assert all(step_truth.ref_counts[b] == 0 for b in cached), where
             assert state["cow_copies"] == step_truth.cow_copies, where
             assert len(state["copies"]) == step_truth.cow_copies - previous_cow, where
             previous_cow = step_truth.cow_copies

@@ -10,6 +10,7 @@ tests compare the two; they share no code with `pagedkv.watch`.
 from __future__ import annotations
 
 import argparse
+import base64
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,12 @@ def run_truth(argv: list[str]) -> tuple[Run, dict[str, SimResult], dict[str, Tru
     truths = {cache.name: Truth(cache) for cache in run.caches}
     results = compare(run.requests, run.caches, run.config, on_step=truths.get)
     return run, results, truths
+
+
+def cached_blocks(state: dict[str, Any]) -> list[int]:
+    """The free blocks still in the prefix cache, from a state's bitmap."""
+    bits = base64.b64decode(state["cached"])
+    return [i * 8 + k for i, byte in enumerate(bits) for k in range(8) if byte >> k & 1]
 
 
 def decode(cache: dict[str, Any], state: dict[str, Any]) -> dict[tuple[int, int], tuple[Any, int]]:

@@ -9,9 +9,9 @@ Read, never changed:
 - `NaiveCache` and `OrcaCache` (`ReservationCache`): `placement(request_id)` (the row, or the first
   buddy unit, of each sequence), `chunk_slots(request)` and `claimed_slots(request)`, and the unit of
   their layout (`max_seq_len`, a naive row; `block_size`, an Orca buddy unit);
-- `PagedCache`: `block_size`, `num_blocks`, `sequences(request_id)` and its `BlockManager` `bm`:
-  `block_table(seq)`, `free_block_ids()` and, with prefix caching, the prefix cache's per-block
-  `block_is_cached` flags (no public accessor exists yet, see `_cached_flags`);
+- `PagedCache`: `block_size`, `sequences(request_id)` and its `BlockManager` `bm`:
+  `block_table(seq)`, `enable_prefix_caching`, `free_block_ids()` and, with prefix caching, the
+  prefix cache's per-block `block_is_cached` flags (no public accessor exists yet, see `_cached_flags`);
 - what the manager's `allocate`, `append` and `append_batch` return (prefix-cache hits, the
   copy-on-write pairs), observed by wrapping those three methods on the one `BlockManager` instance
   (`_Taps`): arguments and results pass through unchanged, the wrapper only notes the results;
@@ -102,6 +102,8 @@ class Track:
     """Rows, buddy units or blocks in the pool."""
     placements: list[Placement]
     snapshots: list[Snapshot]
+    prefix_caching: bool = False
+    """blocks: whether the manager caches prompt prefixes (so free blocks may still be cached)."""
 
 
 def layout_kind(cache: KVCache) -> str:
@@ -155,6 +157,7 @@ class Recorder:
             num_units=cache.capacity_slots // unit,
             placements=self._placements,
             snapshots=self._snapshots,
+            prefix_caching=isinstance(cache, PagedCache) and cache.bm.enable_prefix_caching,
         )
 
     # ------------------------------------------------------------------ one snapshot

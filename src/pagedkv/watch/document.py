@@ -9,15 +9,17 @@ Layout (``"format": "pagedkv-watch"``, ``"version": 1``)::
     times                frame i's simulated time (s), shared by every cache
     caches[]             one per panel, in the order of --caches:
       name, kind ("rows" | "buddy" | "blocks"), layout, capacity_slots, unit_slots, num_units, steps,
-      requests, end_time (when its last request finished: from then on its panel says so)
+      requests, prefix_caching, end_time (when its last request finished: from then on its panel says so)
       frame_state[i]     index into states of the state shown at frame i (-1: not started yet)
       placements         columns, one entry per placement (see `capture.Placement`): request, sample,
                          colour, prompt_len, final_len; rows/buddy: start, units, claimed;
                          blocks: blocks (its block table), reused
       states[]           step, time, batch, queue, held, saved, preemptions, breakdown {category: slots},
                          seqs (flat: placement, length, blocks held); blocks: cow_copies,
-                         prefix_hit_tokens, cached (free blocks still in the prefix cache),
-                         copies ([step, source, destination] since the previous state)
+                         prefix_hit_tokens, cached (free blocks still in the prefix cache, a bitmap:
+                         base64 of bytes where bit b % 8 of byte b // 8 is block b; most of a pool
+                         can be cached, so a list of ids would be ~10x larger), copies ([step, source,
+                         destination] since the previous state)
 
 It travels as zlib-compressed JSON in base64 (`encode`/`decode`), which the page inflates with the
 browser's own ``DecompressionStream``: block tables repeat a lot, so this is ~5-10x smaller.
@@ -100,7 +102,7 @@ def _cache(recording: Recording, name: str, track: Track, frame_state: list[int]
         if track.kind == BLOCKS:
             state["cow_copies"] = snapshot.cow_copies
             state["prefix_hit_tokens"] = snapshot.prefix_hit_tokens
-            state["cached"] = snapshot.cached
+            state["cached"] = bitmap(snapshot.cached, track.num_units)
             state["copies"] = [list(copy) for copy in snapshot.copies]
         states.append(state)
     return {
@@ -112,6 +114,7 @@ def _cache(recording: Recording, name: str, track: Track, frame_state: list[int]
         "num_units": track.num_units,
         "steps": len(series),
         "requests": result.num_requests,
+        "prefix_caching": track.prefix_caching,
         "end_time": result.end_time,
         "frame_state": frame_state,
         "placements": columns,
@@ -119,10 +122,18 @@ def _cache(recording: Recording, name: str, track: Track, frame_state: list[int]
     }
 
 
+def bitmap(blocks: list[int], num_blocks: int) -> str:
+    """The set `blocks` of ``0 .. num_blocks - 1`` as base64 of a little-endian bitmap."""
+    bits = bytearray(-(-num_blocks // 8))
+    for block in blocks:
+        bits[block >> 3] |= 1 << (block & 7)
+    return base64.b64encode(bytes(bits)).decode("ascii")
+
+
 def encode(document: dict[str, Any]) -> str:
     """The document as base64 of zlib-compressed JSON (ASCII: safe inside a ``<script>`` element)."""
     text = json.dumps(document, separators=(",", ":"), allow_nan=False)
-    return base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
+    return base64.b64encode(zlib.compress(text.encode("utf-8"), 6)).decode("ascii")
 
 
 def decode(payload: str) -> dict[str, Any]:

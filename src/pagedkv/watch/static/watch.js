@@ -60,7 +60,14 @@
           if (i < P.reused[p]) view.reused[b] = 1;
         }
       }
-      for (const b of st.cached) view.cached[b] = 1;
+      const bits = atob(st.cached);
+      let cachedCount = 0;
+      for (let i = 0; i < bits.length; i++) {
+        const byte = bits.charCodeAt(i);
+        if (!byte) continue;
+        for (let k = 0; k < 8; k++) if (byte & (1 << k)) { view.cached[i * 8 + k] = 1; cachedCount++; }
+      }
+      view.cachedCount = cachedCount;
       for (const [step, src, dst] of st.copies) view.copied.set(dst, { step, src });
       let shared = 0;
       for (let b = 0; b < N; b++) if (view.ref[b] > 1) shared++;
@@ -307,7 +314,7 @@
       setMetric(panel, "saved", "slots saved by sharing", st.saved, count(st.saved));
       setMetric(panel, "cow_copies", "copy-on-write so far", st.cow_copies, count(st.cow_copies));
       if (cache.prefix) {
-        setMetric(panel, "cached", "cached free blocks", st.cached.length, count(st.cached.length));
+        setMetric(panel, "cached", "cached free blocks", view.cachedCount, count(view.cachedCount));
         setMetric(panel, "prefix_hit_tokens", "prefix-cache hit tokens", st.prefix_hit_tokens, count(st.prefix_hit_tokens));
       }
       const copies = st.copies;
@@ -443,11 +450,11 @@
     ];
     const kinds = new Set(doc.caches.map((c) => c.kind));
     if (kinds.has("buddy")) items.push([S.rounding, "buddy rounding (Orca)"]);
-    if (doc.caches.some((c) => c.prefix)) items.push([S.cached, "free, still in the prefix cache"]);
-    if (kinds.has("blocks") && (doc.num_seqs > 1 || doc.caches.some((c) => c.prefix))) {
+    if (doc.caches.some((c) => c.prefix_caching)) items.push([S.cached, "free, still in the prefix cache"]);
+    if (kinds.has("blocks") && (doc.num_seqs > 1 || doc.caches.some((c) => c.prefix_caching))) {
       items.push([`linear-gradient(225deg, ${S.ink} 35%, ${P.sequence[5]} 35%)`, "shared block (ref count > 1)"]);
       items.push([`linear-gradient(180deg, ${S.copy} 30%, ${P.sequence[9]} 30%)`, "just copied (copy-on-write)"]);
-      if (doc.caches.some((c) => c.prefix)) items.push([`linear-gradient(315deg, #fff 35%, ${P.sequence[3]} 35%)`, "reused from the prefix cache"]);
+      if (doc.caches.some((c) => c.prefix_caching)) items.push([`linear-gradient(315deg, #fff 35%, ${P.sequence[3]} 35%)`, "reused from the prefix cache"]);
     }
     $("legend").innerHTML = items
       .map(([bg, text]) => `<span class="item"><span class="swatch" style="background:${bg}"></span>${text}</span>`)
@@ -460,7 +467,7 @@
     host.style.gridTemplateColumns = `repeat(${doc.caches.length}, minmax(0, 1fr))`;
     ui.panels = doc.caches.map((cache) => {
       cache.memo = { index: -1, view: null };
-      cache.prefix = cache.kind === "blocks" && cache.states.some((s) => s.cached.length > 0 || s.prefix_hit_tokens > 0);
+      cache.prefix = cache.kind === "blocks" && cache.prefix_caching;
       const section = document.createElement("section");
       section.className = "panel";
       section.dataset.cache = cache.name;
