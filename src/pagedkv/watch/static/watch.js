@@ -124,21 +124,52 @@
 
   // ------------------------------------------------------------------ drawing
 
-  // Fill [a, a + span) slots of a cell with the states ending at edges[k] in colours[k], left to right.
-  function drawSpans(ctx, box, a, span, edges, colours) {
+  // Fill [a, a + span) slots of a cell with the states ending at edges[k] in colours[k], left to right,
+  // through fill(colour, x, y, w, h): a pixel buffer for the whole grid, or the canvas for highlights.
+  function drawSpans(fill, box, a, span, edges, colours) {
     let pos = a, left = box.x;
     for (let k = 0; k < edges.length && pos < a + span; k++) {
       const stop = Math.min(a + span, edges[k]);
       if (stop <= pos) continue;
       let right = stop >= a + span ? box.x + box.w : box.x + Math.round(((stop - a) / span) * box.w);
       if (k === 0 && right <= left) right = left + 1; // a token always shows, however small
-      if (right > left) {
-        ctx.fillStyle = colours[k];
-        ctx.fillRect(left, box.y, right - left, box.h);
-      }
+      if (right > left) fill(colours[k], left, box.y, right - left, box.h);
       left = Math.max(left, right);
       pos = stop;
     }
+  }
+
+  const canvasFill = (ctx) => (colour, x, y, w, h) => {
+    ctx.fillStyle = colour;
+    ctx.fillRect(x, y, w, h);
+  };
+
+  // "#rrggbb" as one little-endian RGBA pixel (what a Uint32Array over ImageData holds).
+  const pixelOf = new Map();
+  function pixel(colour) {
+    let value = pixelOf.get(colour);
+    if (value === undefined) {
+      const n = parseInt(colour.slice(1), 16);
+      value = (0xff000000 | ((n & 0xff) << 16) | (n & 0xff00) | ((n >> 16) & 0xff)) >>> 0;
+      pixelOf.set(colour, value);
+    }
+    return value;
+  }
+
+  // The grid is painted into a pixel buffer and put on the canvas at once: ~10x faster than one
+  // fillRect per cell state for a pool of 9,000 blocks.
+  function bufferFill(panel) {
+    const g = panel.geometry;
+    if (!panel.image || panel.image.width !== g.width || panel.image.height !== g.height) {
+      panel.image = panel.ctx.createImageData(g.width, g.height);
+      panel.pixels = new Uint32Array(panel.image.data.buffer);
+    }
+    const pixels = panel.pixels, width = g.width;
+    const fill = (colour, x, y, w, h) => {
+      const value = pixel(colour);
+      for (let row = y; row < y + h; row++) pixels.fill(value, row * width + x, row * width + x + w);
+    };
+    return fill;
   }
 
   function render(doc, ui, frame) {
@@ -155,8 +186,8 @@
   function drawPanel(doc, ui, panel, frame) {
     const cache = panel.cache, g = panel.geometry, ctx = panel.ctx;
     const colours = doc.palette, S = colours.states;
-    ctx.fillStyle = S.background;
-    ctx.fillRect(0, 0, g.width, g.height);
+    const fill = bufferFill(panel);
+    fill(S.background, 0, 0, g.width, g.height);
     const index = cache.frame_state[frame];
     const view = index >= 0 ? decodeState(cache, index) : null;
     const P = cache.placements, B = cache.unit_slots;
@@ -166,20 +197,20 @@
       const box = cellBox(g, u);
       const p = view ? view.owner[u] : -1;
       if (p < 0) {
-        ctx.fillStyle = view && view.cached && view.cached[u] ? S.cached : S.free;
-        ctx.fillRect(box.x, box.y, box.w, box.h);
-        continue;
-      }
-      if (cache.kind === "blocks") {
+        fill(view && view.cached && view.cached[u] ? S.cached : S.free, box.x, box.y, box.w, box.h);
+      } else if (cache.kind === "blocks") {
         const edges = [view.tokens[u], view.usable[u], B];
-        drawSpans(ctx, box, 0, B, edges, [seqColour(p), paleColour(p), S.never_used]);
-        drawMarks(ctx, box, view, u, S);
+        drawSpans(fill, box, 0, B, edges, [seqColour(p), paleColour(p), S.never_used]);
       } else {
         const length = view.lengthOf.get(p);
         const edges = [length, P.final_len[p], P.claimed[p], P.units[p] * B];
         const a = cache.kind === "rows" ? 0 : (u - P.start[p]) * B;
-        drawSpans(ctx, box, a, B, edges, [seqColour(p), paleColour(p), S.never_used, S.rounding]);
+        drawSpans(fill, box, a, B, edges, [seqColour(p), paleColour(p), S.never_used, S.rounding]);
       }
+    }
+    ctx.putImageData(panel.image, 0, 0);
+    if (view && cache.kind === "blocks") {
+      for (let u = 0; u < cache.num_units; u++) if (view.owner[u] >= 0) drawMarks(ctx, cellBox(g, u), view, u, S);
     }
     if (view) highlight(ctx, g, cache, view, ui.focus(), colours);
     if (view && doc.times[frame] >= cache.end_time) {
@@ -211,11 +242,11 @@
       if (cache.kind === "blocks") {
         const tokens = Math.min(B, seq.length - i * B);
         const usable = i === Math.ceil(P.final_len[p] / B) - 1 ? P.final_len[p] - i * B : B;
-        drawSpans(ctx, box, 0, B, [tokens, usable, B], [solid, pale, S.never_used]);
+        drawSpans(canvasFill(ctx), box, 0, B, [tokens, usable, B], [solid, pale, S.never_used]);
         drawMarks(ctx, box, view, u, S);
       } else {
         const a = cache.kind === "rows" ? 0 : i * B;
-        drawSpans(ctx, box, a, B, [seq.length, P.final_len[p], P.claimed[p], P.units[p] * B], [solid, pale, S.never_used, S.rounding]);
+        drawSpans(canvasFill(ctx), box, a, B, [seq.length, P.final_len[p], P.claimed[p], P.units[p] * B], [solid, pale, S.never_used, S.rounding]);
       }
     });
     ctx.lineWidth = 1;
