@@ -24,6 +24,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from watch_truth import SMALL, build, decode, run_truth
 
 from pagedkv.cli import main
+from pagedkv.simulator.metrics import StepSeries, StepTotals
 from pagedkv.watch.document import build_document
 from pagedkv.watch.page import embedded_document, render_page
 from pagedkv.watch.palette import RESERVED, SEQUENCE, STATES, colour_index, rgb
@@ -40,7 +41,7 @@ LAUNCH_ARGS = [
 ]
 THREE = [*SMALL, "--caches", "naive,orca-pow2,paged", "--rows", "4"]
 SAMPLES = [*SMALL, "--rows", "4", "--n", "2"]
-PREFIX = [*SMALL, "--rows", "4", "--n", "2", "--prefix-caching"]
+PREFIX = [*SMALL, "--rows", "4", "--n", "2", "--enable-prefix-caching"]
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -149,10 +150,12 @@ def test_after_seeking_the_numbers_are_the_simulators_at_that_step(
         assert shown.get_attribute("data-step") == str(k)
         assert f"step {k:,} of {len(result.series):,}" in shown.inner_text()
         capacity = result.capacity_slots
-        for category, values in result.series.breakdown(capacity).items():
+        one_step = StepTotals(capacity)  # the simulator's breakdown of capacity, over step k alone
+        one_step.add(*(getattr(result.series, column)[k] for column in StepSeries.__slots__))
+        for category, slots in one_step.breakdown().items():
             value, text = metric(page, name, category)
-            assert int(value) == values[k], (name, category)
-            assert text.endswith(" %") and abs(float(text[:-2]) - 100 * values[k] / capacity) <= 0.05 + 1e-9
+            assert int(value) == slots, (name, category)
+            assert text.endswith(" %") and abs(float(text[:-2]) - 100 * slots / capacity) <= 0.05 + 1e-9
         series, truth = result.series, three.truths[name].steps[k]
         assert metric(page, name, "batch") == (str(series.batch[k]), f"{series.batch[k]:,}")
         assert metric(page, name, "queue") == (str(series.queue[k]), f"{series.queue[k]:,}")

@@ -17,6 +17,7 @@ import pytest
 from watch_truth import SMALL, build, cached_blocks, decode, run_truth
 
 from pagedkv.simulator import compare
+from pagedkv.simulator.metrics import StepSeries, StepTotals
 from pagedkv.watch.document import build_document
 from pagedkv.watch.frames import frame_times, steps_at
 from pagedkv.watch.page import embedded_document, render_page
@@ -28,17 +29,29 @@ SCENARIOS = {
     "three caches, preemption": [*SMALL, "--caches", "naive,orca-pow2,paged", "--rows", "4"],
     "parallel sampling n=2": [*SMALL, "--rows", "4", "--n", "2"],
     "beam search width 3": [*SMALL, "--rows", "6", "--beam-width", "3"],
-    "prefix caching, recompute": [*SMALL, "--rows", "4", "--prefix-caching"],
+    "prefix caching, recompute": [*SMALL, "--rows", "4", "--enable-prefix-caching"],
     "prefix caching, shared prompts": [
         "--trace",
         str(FIXTURES / "mooncake.jsonl"),
-        "--prefix-caching",
-        "--max-seq-len",
+        "--enable-prefix-caching",
+        "--max-model-len",
         "1024",
         "--rows",
         "4",
     ],
-    "swap": [*SMALL, "--rows", "3", "--preemption", "swap"],
+    "swap": [*SMALL, "--rows", "3", "--preemption-mode", "swap"],
+    "chunked prefill": [
+        *SMALL,
+        "--caches",
+        "naive,orca-oracle,paged",
+        "--rows",
+        "4",
+        "--scheduler",
+        "v1",
+        "--max-num-batched-tokens",
+        "96",
+        "--enable-chunked-prefill",
+    ],
 }
 
 
@@ -88,7 +101,7 @@ def test_frames_helpers() -> None:
 
 
 def test_recording_changes_nothing_the_simulator_reports() -> None:
-    argv = [*SMALL, "--rows", "4", "--n", "2", "--prefix-caching"]
+    argv = [*SMALL, "--rows", "4", "--n", "2", "--enable-prefix-caching"]
     recording = record(build(argv), 50)
     plain = build(argv)
     for name, result in compare(plain.requests, plain.caches, plain.config).items():
@@ -102,7 +115,10 @@ def test_recording_changes_nothing_the_simulator_reports() -> None:
 
 def _check_states(cache: dict[str, Any], result: Any, truth: Any) -> None:
     series, capacity = result.series, result.capacity_slots
-    breakdown, reservation = series.breakdown(capacity), series.reservation()
+    reservation = [
+        h - p - t - i
+        for h, p, t, i in zip(series.held, series.padding, series.tokens, series.internal, strict=True)
+    ]
     previous_cow = compared = 0
     for state in cache["states"]:
         k = state["step"]
@@ -116,7 +132,10 @@ def _check_states(cache: dict[str, Any], result: Any, truth: Any) -> None:
             series.held[k],
             series.saved[k],
         ), where
-        assert state["breakdown"] == {name: values[k] for name, values in breakdown.items()}, where
+        one_step = StepTotals(capacity)  # the simulator's own breakdown, over this step alone
+        one_step.add(*(getattr(series, column)[k] for column in StepSeries.__slots__))
+        assert state["breakdown"] == one_step.breakdown(), where
+        assert sum(state["breakdown"].values()) == capacity, where
         assert state["preemptions"] == step_truth.preemptions, where
         # the grid: every running sequence, exactly where the cache put it
         assert decode(cache, state) == step_truth.seqs, where

@@ -14,8 +14,9 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from pagedkv.simulator import PagedCache, SimResult, compare
+from pagedkv.simulator import PagedCache, SimResult, compare, standard_caches
 from pagedkv.simulator.cli import Run, add_run_arguments, build_run
+from pagedkv.simulator.paged_counts import CountingPagedCache
 
 SMALL = ["--num-requests", "40", "--rate", "20", "--prompt-range", "20", "300", "--output-range", "5", "120"]
 
@@ -45,10 +46,11 @@ class Truth:
     def __call__(self, view: Any) -> None:
         queued = {group.gid for group in view.waiting} | {group.gid for group in view.swapped}
         self._preemptions += len(self._previous & queued)
-        self._previous = set(view.running)
+        self._previous = set(view.running) | set(view.prefilling)
         cache, seqs = self.cache, {}
-        for gid, group in view.running.items():
-            length = group.length(view.step)
+        resident = [(gid, group.length(view.tick)) for gid, group in view.running.items()]
+        resident += [(gid, group.computed) for gid, group in view.prefilling.items()]
+        for gid, length in resident:
             if isinstance(cache, PagedCache):
                 for i, seq in enumerate(cache.sequences(gid)):
                     seqs[(gid, i)] = (cache.bm.block_table(seq), length)
@@ -65,10 +67,26 @@ class Truth:
 
 
 def run_truth(argv: list[str]) -> tuple[Run, dict[str, SimResult], dict[str, Truth]]:
-    """Simulate the options `argv` with a `Truth` on every cache (a fresh run, independent of watch)."""
+    """Simulate the options `argv` with a `Truth` on every cache (a fresh run, independent of watch),
+    the paged cache always with its block tables (`standard_caches(block_tables=True)`)."""
     run = build(argv)
-    truths = {cache.name: Truth(cache) for cache in run.caches}
-    results = compare(run.requests, run.caches, run.config, on_step=truths.get)
+    caches = [
+        standard_caches(
+            cache.capacity_slots,
+            1,
+            kinds=["paged"],
+            block_size=cache.block_size,
+            block_tables=True,
+            watermark=0.01,
+            preemption=cache.preemption,
+            swap_slots=cache.swap_blocks * cache.block_size,
+        )[0]
+        if isinstance(cache, CountingPagedCache)
+        else cache
+        for cache in run.caches
+    ]
+    truths = {cache.name: Truth(cache) for cache in caches}
+    results = compare(run.requests, caches, run.config, on_step=truths.get)
     return run, results, truths
 
 

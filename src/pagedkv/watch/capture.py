@@ -15,8 +15,11 @@ Read, never changed:
 - what the manager's `allocate`, `append` and `append_batch` return (prefix-cache hits, the
   copy-on-write pairs), observed by wrapping those three methods on the one `BlockManager` instance
   (`_Taps`): arguments and results pass through unchanged, the wrapper only notes the results;
-- the loop's `StepView`: `step` and `running` (each `Group`'s `request`, `length(step)`, `final_len`,
-  `prompt_len`).
+- the loop's `StepView`: `step`, `tick`, `running` (decoding groups: `request`, `length(tick)`,
+  `final_len`, `prompt_len`) and `prefilling` (groups whose prompt is still being written: `computed`);
+- `CountingPagedCache` (the paged policy by block counts, which `build_run` picks when no run outcome
+  depends on which blocks are held): `block_size`, `num_blocks`, `watermark_blocks`, `preemption`,
+  `swap_blocks`, to build the `PagedCache` with the same policy that the viewer needs (`tracking`).
 
 Invariant: a snapshot is taken by the loop's `on_step` observer at the end of a step, after its tokens
 are written and its metrics recorded, so a snapshot and the simulator's metrics of the same step
@@ -31,15 +34,17 @@ placement. So the data grows with the blocks handed out, not with blocks x frame
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Callable, Collection, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pagedkv.simulator.cache import KVCache
+from pagedkv.simulator.group import Group
 from pagedkv.simulator.loop import StepView
 from pagedkv.simulator.naive import NaiveCache
 from pagedkv.simulator.orca import OrcaCache
 from pagedkv.simulator.paged import PagedCache
+from pagedkv.simulator.paged_counts import CountingPagedCache
 from pagedkv.watch.palette import colour_index
 
 ROWS, BUDDY, BLOCKS = "rows", "buddy", "blocks"
@@ -104,6 +109,23 @@ class Track:
     snapshots: list[Snapshot]
     prefix_caching: bool = False
     """blocks: whether the manager caches prompt prefixes (so free blocks may still be cached)."""
+
+
+def tracking(cache: KVCache) -> KVCache:
+    """`cache`, or for a `CountingPagedCache` (block counts only) a fresh `PagedCache` with the same
+    policy and memory, which keeps every block table: what the viewer draws. Both give the same
+    results (the simulator's differential test), so the metrics shown are unchanged."""
+    if not isinstance(cache, CountingPagedCache):
+        return cache
+    num_blocks = cache.num_blocks
+    return PagedCache(
+        cache.capacity_slots,
+        cache.block_size,
+        watermark=(cache.watermark_blocks + 0.5) / num_blocks,  # int(watermark * blocks) == watermark_blocks
+        preemption=cache.preemption,
+        swap_slots=cache.swap_blocks * cache.block_size,
+        name=cache.name,
+    )
 
 
 def layout_kind(cache: KVCache) -> str:
@@ -184,8 +206,8 @@ class Recorder:
         cache = self.cache
         assert isinstance(cache, (NaiveCache, OrcaCache))
         unit = cache.max_seq_len if isinstance(cache, NaiveCache) else cache.block_size
-        for gid, group in view.running.items():
-            request, length = group.request, group.length(view.step)
+        for gid, group, length in _resident(view):
+            request = group.request
             for sample, chunk in enumerate(cache.placement(gid)):
                 key = (gid, sample, chunk)
                 index = self._open.get(key)
@@ -208,8 +230,7 @@ class Recorder:
         cache = self.cache
         assert isinstance(cache, PagedCache) and self._taps is not None
         bm, size = cache.bm, cache.block_size
-        for gid, group in view.running.items():
-            length = group.length(view.step)
+        for gid, group, length in _resident(view):
             for sample, seq in enumerate(cache.sequences(gid)):
                 table = bm.block_table(seq)
                 index = self._open.get(seq)
@@ -235,6 +256,15 @@ class Recorder:
     def _add(self, placement: Placement) -> int:
         self._placements.append(placement)
         return len(self._placements) - 1
+
+
+def _resident(view: StepView) -> Iterator[tuple[int, Group, int]]:
+    """(request id, group, tokens each of its sequences holds) of every group in memory: decoding
+    ones (their length at this tick) and those still prefilling (the prompt tokens written so far)."""
+    for gid, group in view.running.items():
+        yield gid, group, group.length(view.tick)
+    for gid, group in view.prefilling.items():
+        yield gid, group, group.computed
 
 
 def _grows(known: list[int], table: list[int]) -> bool:

@@ -1,8 +1,9 @@
 """The data embedded in the page (and read by the GIF renderer): one JSON document per recording.
 
 Invariant: every number the page shows is in this document, taken from the simulator: the metrics of a
-state are the `SimResult.series` entries (and `series.breakdown`) of that state's step, copied, never
-recomputed; the grid is drawn from the snapshots of `capture`. The page does no simulation.
+state are the `SimResult.series` entries of that state's step, copied, and its breakdown is the
+simulator's own `StepTotals.breakdown` of that one step (`step_breakdown`), never recomputed here; the
+grid is drawn from the snapshots of `capture`. The page does no simulation.
 
 Layout (``"format": "pagedkv-watch"``, ``"version": 1``)::
 
@@ -32,7 +33,7 @@ import json
 import zlib
 from typing import Any
 
-from pagedkv.simulator.metrics import BREAKDOWN_LABELS
+from pagedkv.simulator.metrics import BREAKDOWN_LABELS, StepSeries, StepTotals
 from pagedkv.watch import palette
 from pagedkv.watch.capture import BLOCKS, Track
 from pagedkv.watch.record import Recording
@@ -69,7 +70,7 @@ def _frame_states(track: Track, steps: list[int]) -> list[int]:
 def _cache(recording: Recording, name: str, track: Track, frame_state: list[int]) -> dict[str, Any]:
     result = recording.results[name]
     series = result.series
-    breakdown = series.breakdown(result.capacity_slots)
+    assert series is not None, "record() keeps every step's series"
     placements = track.placements
     columns: dict[str, list[Any]] = {
         "request": [p.request for p in placements],
@@ -96,7 +97,7 @@ def _cache(recording: Recording, name: str, track: Track, frame_state: list[int]
             "held": series.held[k],
             "saved": series.saved[k],
             "preemptions": snapshot.preemptions,
-            "breakdown": {category: values[k] for category, values in breakdown.items()},
+            "breakdown": step_breakdown(series, k, result.capacity_slots),
             "seqs": snapshot.seqs,
         }
         if track.kind == BLOCKS:
@@ -128,6 +129,22 @@ def bitmap(blocks: list[int], num_blocks: int) -> str:
     for block in blocks:
         bits[block >> 3] |= 1 << (block & 7)
     return base64.b64encode(bytes(bits)).decode("ascii")
+
+
+def step_breakdown(series: StepSeries, k: int, capacity: int) -> dict[str, int]:
+    """Step `k`'s capacity by waste category, in slots: the simulator's `StepTotals` over that step alone."""
+    totals = StepTotals(capacity)
+    totals.add(
+        series.time[k],
+        series.batch[k],
+        series.queue[k],
+        series.held[k],
+        series.tokens[k],
+        series.internal[k],
+        series.padding[k],
+        series.saved[k],
+    )
+    return totals.breakdown()
 
 
 def encode(document: dict[str, Any]) -> str:

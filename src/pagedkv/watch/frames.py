@@ -24,7 +24,7 @@ def frame_times(results: Mapping[str, SimResult], max_frames: int) -> list[float
     """The frames' simulated times (seconds, ascending) for these runs."""
     if max_frames < 2:
         raise InvalidArgument(f"max_frames={max_frames} must be >= 2 (the first and the last step)")
-    starts = sorted({t for result in results.values() for t in result.series.time})
+    starts = sorted({t for result in results.values() if result.series for t in result.series.time})
     if not starts:
         raise InvalidArgument("no run recorded a step: nothing to show")
     if len(starts) <= max_frames:

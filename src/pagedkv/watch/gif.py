@@ -129,6 +129,7 @@ class _Palette:
             "token_states": self.sequence[14],
             "reservation": self.reserved[14],
             "internal": self.states["never_used"],
+            "free": self.states["free"],
         }
         self.bar_other = (209, 213, 219)
         entries = [*self.sequence, *self.reserved, *self.states.values(), self.bar_other]

@@ -17,7 +17,7 @@ from pagedkv.progress import Progress
 from pagedkv.simulator.cli import Run
 from pagedkv.simulator.loop import compare
 from pagedkv.simulator.metrics import SimResult
-from pagedkv.watch.capture import Recorder, Track
+from pagedkv.watch.capture import Recorder, Track, tracking
 from pagedkv.watch.frames import frame_times, steps_at
 
 
@@ -34,14 +34,17 @@ class Recording:
 
 def record(run: Run, max_frames: int, progress: Progress | None = None) -> Recording:
     """Simulate `run` (its caches must not have run yet) and snapshot it at up to `max_frames` frames."""
-    fresh = [copy.deepcopy(cache) for cache in run.caches]
-    first = compare(run.requests, run.caches, run.config, progress=progress)
+    caches = [tracking(cache) for cache in run.caches]
+    fresh = [copy.deepcopy(cache) for cache in caches]
+    first = compare(run.requests, caches, run.config, progress=progress)
     times = frame_times(first, max_frames)
-    steps = {name: steps_at(times, result.series.time) for name, result in first.items()}
+    steps = {
+        name: steps_at(times, result.series.time if result.series else []) for name, result in first.items()
+    }
     recorders = {cache.name: Recorder(cache, set(steps[cache.name]) - {-1}) for cache in fresh}
     results = compare(run.requests, fresh, run.config, progress=progress, on_step=recorders.get)
     for name, result in results.items():
-        if result.series != first[name].series:
+        if result.series is None or result.series != first[name].series:
             raise InvariantViolation(
                 f"the {name} cache ran differently the second time: the simulator is not deterministic "
                 "(a bug; please report it with the command line)"

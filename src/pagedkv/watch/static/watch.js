@@ -359,7 +359,7 @@
 
   function barColour(doc, category) {
     const S = doc.palette.states;
-    return { token_states: doc.palette.sequence[14], reservation: doc.palette.reserved[14], internal: S.never_used }[category] || "#d1d5db";
+    return { token_states: doc.palette.sequence[14], reservation: doc.palette.reserved[14], internal: S.never_used, free: S.free }[category] || "#d1d5db";
   }
 
   // ------------------------------------------------------------------ selection and hover
