@@ -1,11 +1,12 @@
 # Two entry points (see README):
 #   make run   - create .venv, install pagedkv, run the simulation and write fragmentation.png
-#   make test  - create .venv, install pagedkv with all extras, lint, run the whole test suite
+#   make test  - create .venv, install pagedkv with all extras, install chromium if missing, lint, run the
+#                whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint chromium bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +27,15 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests benchmarks simulate.py
 	$(BIN)/ruff format --check src tests benchmarks simulate.py
 
-test: lint
+test: lint chromium
 	$(BIN)/python -m pytest -q
+
+# The `pagedkv watch` tests drive Debian's chromium (through Playwright, never its own browser download).
+# Installed here when missing; where it cannot be (not root, no package index) the browser tests skip.
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "chromium could not be installed: the browser tests of pagedkv watch will be skipped"
 
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/bench_block_manager.py

@@ -20,7 +20,13 @@ from pagedkv import __version__
 from pagedkv.errors import PagedKVError
 from pagedkv.options import Formatter, Parser
 
-COMMANDS = ("pagedkv.demo", "pagedkv.simulator.cli", "pagedkv.engine.cli", "pagedkv.paper.cli")
+COMMANDS = (
+    "pagedkv.demo",
+    "pagedkv.simulator.cli",
+    "pagedkv.watch.cli",
+    "pagedkv.engine.cli",
+    "pagedkv.paper.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
