@@ -14,9 +14,8 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from pagedkv.simulator import PagedCache, SimResult, compare, standard_caches
+from pagedkv.simulator import PagedCache, SimResult, compare
 from pagedkv.simulator.cli import Run, add_run_arguments, build_run
-from pagedkv.simulator.paged_counts import CountingPagedCache
 
 SMALL = ["--num-requests", "40", "--rate", "20", "--prompt-range", "20", "300", "--output-range", "5", "120"]
 
@@ -24,7 +23,7 @@ SMALL = ["--num-requests", "40", "--rate", "20", "--prompt-range", "20", "300", 
 def build(argv: list[str]) -> Run:
     parser = argparse.ArgumentParser()
     add_run_arguments(parser)
-    return build_run(parser.parse_args(argv))
+    return build_run(parser.parse_args(argv), block_tables=True)
 
 
 @dataclass
@@ -70,21 +69,7 @@ def run_truth(argv: list[str]) -> tuple[Run, dict[str, SimResult], dict[str, Tru
     """Simulate the options `argv` with a `Truth` on every cache (a fresh run, independent of watch),
     the paged cache always with its block tables (`standard_caches(block_tables=True)`)."""
     run = build(argv)
-    caches = [
-        standard_caches(
-            cache.capacity_slots,
-            1,
-            kinds=["paged"],
-            block_size=cache.block_size,
-            block_tables=True,
-            watermark=0.01,
-            preemption=cache.preemption,
-            swap_slots=cache.swap_blocks * cache.block_size,
-        )[0]
-        if isinstance(cache, CountingPagedCache)
-        else cache
-        for cache in run.caches
-    ]
+    caches = run.caches
     truths = {cache.name: Truth(cache) for cache in caches}
     results = compare(run.requests, caches, run.config, on_step=truths.get)
     return run, results, truths

@@ -411,9 +411,10 @@ def _scalar(value: Any) -> Any:
     return " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def build_run(args: argparse.Namespace) -> Run:
+def build_run(args: argparse.Namespace, *, block_tables: bool = False) -> Run:
     """The requests, caches and settings the options of `add_run_arguments` describe, every option
-    checked first (`UsageError` naming the flag)."""
+    checked first (`UsageError` naming the flag). `block_tables`: the paged cache keeps every block
+    table (a `PagedCache`) even when block counts would give the same results faster."""
     kinds = _cache_kinds(args)
     notes = _check_applicable(args, kinds)
     deployment = _deployment(args) if args.model is not None else None
@@ -434,6 +435,7 @@ def build_run(args: argparse.Namespace) -> Run:
         block_size=args.block_size or 16,
         orca_block_size=args.orca_block_size or 16,
         num_seqs=config.num_seqs,
+        block_tables=block_tables,
         enable_prefix_caching=args.enable_prefix_caching,
         watermark=0.01 if args.watermark is None else args.watermark,
         preemption=args.preemption_mode or "recompute",

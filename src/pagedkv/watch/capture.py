@@ -17,9 +17,6 @@ Read, never changed:
   (`_Taps`): arguments and results pass through unchanged, the wrapper only notes the results;
 - the loop's `StepView`: `step`, `tick`, `running` (decoding groups: `request`, `length(tick)`,
   `final_len`, `prompt_len`) and `prefilling` (groups whose prompt is still being written: `computed`);
-- `CountingPagedCache` (the paged policy by block counts, which `build_run` picks when no run outcome
-  depends on which blocks are held): `block_size`, `num_blocks`, `watermark_blocks`, `preemption`,
-  `swap_blocks`, to build the `PagedCache` with the same policy that the viewer needs (`tracking`).
 
 Invariant: a snapshot is taken by the loop's `on_step` observer at the end of a step, after its tokens
 are written and its metrics recorded, so a snapshot and the simulator's metrics of the same step
@@ -44,7 +41,6 @@ from pagedkv.simulator.loop import StepView
 from pagedkv.simulator.naive import NaiveCache
 from pagedkv.simulator.orca import OrcaCache
 from pagedkv.simulator.paged import PagedCache
-from pagedkv.simulator.paged_counts import CountingPagedCache
 from pagedkv.watch.palette import colour_index
 
 ROWS, BUDDY, BLOCKS = "rows", "buddy", "blocks"
@@ -109,23 +105,6 @@ class Track:
     snapshots: list[Snapshot]
     prefix_caching: bool = False
     """blocks: whether the manager caches prompt prefixes (so free blocks may still be cached)."""
-
-
-def tracking(cache: KVCache) -> KVCache:
-    """`cache`, or for a `CountingPagedCache` (block counts only) a fresh `PagedCache` with the same
-    policy and memory, which keeps every block table: what the viewer draws. Both give the same
-    results (the simulator's differential test), so the metrics shown are unchanged."""
-    if not isinstance(cache, CountingPagedCache):
-        return cache
-    num_blocks = cache.num_blocks
-    return PagedCache(
-        cache.capacity_slots,
-        cache.block_size,
-        watermark=(cache.watermark_blocks + 0.5) / num_blocks,  # int(watermark * blocks) == watermark_blocks
-        preemption=cache.preemption,
-        swap_slots=cache.swap_blocks * cache.block_size,
-        name=cache.name,
-    )
 
 
 def layout_kind(cache: KVCache) -> str:

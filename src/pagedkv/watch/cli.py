@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--frames", args.frames), ("--gif-frames", args.gif_frames)):
         if value < 2:
             raise UsageError(f"{flag} {value}: a film needs at least 2 frames (the first and the last step)")
-    built = build_run(args)
+    built = build_run(args, block_tables=True)  # the page draws every block table
     print(f"workload: {built.workload}")
     print(f"memory:   {built.memory}")
     with Progress(2 * len(built.caches) * len(built.requests), "simulating", "req") as progress:

@@ -17,7 +17,7 @@ from pagedkv.progress import Progress
 from pagedkv.simulator.cli import Run
 from pagedkv.simulator.loop import compare
 from pagedkv.simulator.metrics import SimResult
-from pagedkv.watch.capture import Recorder, Track, tracking
+from pagedkv.watch.capture import Recorder, Track
 from pagedkv.watch.frames import frame_times, steps_at
 
 
@@ -33,8 +33,9 @@ class Recording:
 
 
 def record(run: Run, max_frames: int, progress: Progress | None = None) -> Recording:
-    """Simulate `run` (its caches must not have run yet) and snapshot it at up to `max_frames` frames."""
-    caches = [tracking(cache) for cache in run.caches]
+    """Simulate `run` (its caches must not have run yet, and a paged one must keep its block tables:
+    ``build_run(args, block_tables=True)``) and snapshot it at up to `max_frames` frames."""
+    caches = run.caches
     fresh = [copy.deepcopy(cache) for cache in caches]
     first = compare(run.requests, caches, run.config, progress=progress)
     times = frame_times(first, max_frames)
