@@ -161,22 +161,21 @@ class Engine:
             raise
 
     def generate(
-        self, prompts: Seq[Seq[int]], params: SamplingParams | Seq[SamplingParams] | None = None
+        self,
+        prompts: Seq[Seq[int]],
+        params: SamplingParams | Seq[SamplingParams] | None = None,
+        *,
+        prompt_texts: Seq[str | None] | None = None,
     ) -> list[RequestOutput]:
         """Generate for every prompt (lists of token ids); one `RequestOutput` per prompt, in order,
         each with `params.n` samples. `params` is one `SamplingParams` for all or one per prompt.
 
         All prompts are checked before any is queued; if anything fails (or Ctrl-C) every request of
         this call is aborted before the error propagates."""
-        if isinstance(prompts, str | bytes):
-            raise InvalidPrompt("generate() takes a list of prompts (lists of token ids), got a str")
-        per_prompt = _per_prompt(params, len(prompts))
-        for prompt, p in zip(prompts, per_prompt, strict=True):
-            self.check_prompt(prompt, p)
-        ids = [self.add_request(prompt, p) for prompt, p in zip(prompts, per_prompt, strict=True)]
+        ids = self.add_requests(prompts, params, prompt_texts=prompt_texts)
         results: dict[int, RequestOutput] = {}
         try:
-            while any(i not in results for i in ids):
+            while len(results) < len(ids):
                 for output in self.step():
                     if output.finished:
                         results[output.request_id] = output
@@ -185,6 +184,25 @@ class Engine:
                 self.abort_request(request_id)
             raise
         return [results[i] for i in ids]
+
+    def add_requests(
+        self,
+        prompts: Seq[Seq[int]],
+        params: SamplingParams | Seq[SamplingParams] | None = None,
+        *,
+        prompt_texts: Seq[str | None] | None = None,
+    ) -> list[int]:
+        """`add_request` for every prompt, all or none: every prompt is checked before any is queued."""
+        if isinstance(prompts, str | bytes):
+            raise InvalidPrompt("takes a list of prompts (lists of token ids), got a str")
+        per_prompt = _per_prompt(params, len(prompts))
+        texts = list(prompt_texts) if prompt_texts is not None else [None] * len(prompts)
+        for prompt, p in zip(prompts, per_prompt, strict=True):
+            self.check_prompt(prompt, p)
+        return [
+            self.add_request(prompt, p, prompt=text)
+            for prompt, p, text in zip(prompts, per_prompt, texts, strict=True)
+        ]
 
     def check_prompt(self, prompt_token_ids: object, params: SamplingParams) -> list[int]:
         """The prompt as a list of ints, or a typed error saying why the engine cannot run it."""
