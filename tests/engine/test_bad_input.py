@@ -93,6 +93,8 @@ def test_unsupported_models() -> None:
     with pytest.raises(UnsupportedModel, match="model_type None"):
         Engine(torch.nn.Linear(2, 2), num_blocks=8)
     assert issubclass(UnsupportedModel, PagedKVError)
+    with pytest.raises(UnsupportedModel, match=r"attn_logit_softcapping=50\.0"):
+        Engine(random_model("gemma3", attn_logit_softcapping=50.0), num_blocks=8)
 
 
 def test_cache_that_does_not_fit_the_model(model) -> None:
@@ -140,7 +142,7 @@ def test_a_bad_prompt_anywhere_queues_nothing(model) -> None:
 
 
 def test_nan_temperature_is_refused_before_the_engine_sees_it() -> None:
-    with pytest.raises(InvalidArgument, match="temperature must be >= 0 .* got nan"):
+    with pytest.raises(InvalidArgument, match=r"temperature must be >= 0 .* got nan"):
         SamplingParams(temperature=float("nan"))
 
 

@@ -1,7 +1,7 @@
 """The engine's greedy output is token-identical to HF `generate(do_sample=False)`, in float64.
 
-For Llama, Mistral and Qwen2, with and without prefix caching, with a roomy pool and with one small
-enough to force preemption; with n > 1 forks; with requests arriving while others run.
+For Llama, Mistral, Qwen2, Qwen3 and Gemma 3, with and without prefix caching, with a roomy pool and with
+one small enough to force preemption; with n > 1 forks; with requests arriving while others run.
 """
 
 from __future__ import annotations
@@ -123,6 +123,16 @@ def test_max_num_seqs_and_token_budget_only_change_the_schedule(case) -> None:
         ),
         ("llama", {"num_layers": 3, "num_kv_heads": 1, "rms_norm_eps": 1e-3}),
         ("mistral", {"num_kv_heads": 4, "head_dim": 8}),
+        ("qwen3", {"use_sliding_window": True, "sliding_window": 5, "max_window_layers": 1}),
+        (
+            "gemma3",
+            {
+                "sliding_window": 5,
+                "layer_types": ["sliding_attention", "full_attention"],
+                "final_logit_softcapping": 3.0,
+                "query_pre_attn_scalar": 8,
+            },
+        ),
     ],
 )
 def test_config_variants_match_hf(family: str, overrides: dict) -> None:

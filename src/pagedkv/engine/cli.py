@@ -139,6 +139,16 @@ def run(args: argparse.Namespace) -> int:
 def validate(args: argparse.Namespace) -> None:
     """Every check that needs no torch; `UsageError` naming the flag."""
     parser_defaults = _defaults()
+    _positive(args, "max_tokens", "n", "block_size", "max_num_seqs")
+    if args.threads is not None:
+        _positive(args, "threads")
+    if args.num_blocks is not None:
+        _positive(args, "num_blocks")
+    if args.min_tokens > args.max_tokens:
+        raise UsageError(f"--min-tokens {args.min_tokens} exceeds --max-tokens {args.max_tokens}")
+    _sampling_params(args)  # SamplingParams' own checks, reported under the flag's name
+    if args.n > args.max_num_seqs:
+        raise UsageError(f"--n {args.n} exceeds --max-num-seqs {args.max_num_seqs}")
     if args.model is not None:
         given = [f for f in RANDOM_MODEL_FLAGS + WORKLOAD_FLAGS if getattr(args, f) != parser_defaults[f]]
         if given:
@@ -160,14 +170,6 @@ def validate(args: argparse.Namespace) -> None:
         if args.chat:
             raise UsageError("--chat needs --model")
         _validate_random_model(args)
-    _positive(args, "max_tokens", "n", "block_size", "max_num_seqs")
-    if args.threads is not None:
-        _positive(args, "threads")
-    if args.num_blocks is not None:
-        _positive(args, "num_blocks")
-    _sampling_params(args)  # SamplingParams' own checks, reported under the flag's name
-    if args.n > args.max_num_seqs:
-        raise UsageError(f"--n {args.n} exceeds --max-num-seqs {args.max_num_seqs}")
     if args.model is None:
         _check_kv_memory(args)
 
