@@ -54,7 +54,9 @@ def make_variants(model, prompts: list[list[int]], max_tokens: int, block_size: 
     mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
 
     def hf_batched() -> Outputs:
-        out = model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=max_tokens, pad_token_id=0)
+        out = model.generate(
+            ids, attention_mask=mask, do_sample=False, max_new_tokens=max_tokens, pad_token_id=0
+        )
         return out[:, longest:].tolist()
 
     config = transformers.GenerationConfig(
@@ -75,7 +77,11 @@ def make_variants(model, prompts: list[list[int]], max_tokens: int, block_size: 
         assert [g.prompt_ids for g in ordered] == prompts
         return [g.generated_tokens for g in ordered]
 
-    return {"pagedkv engine": engine, "HF generate, batched": hf_batched, "HF generate_batch (CB)": hf_continuous}
+    return {
+        "pagedkv engine": engine,
+        "HF generate, batched": hf_batched,
+        "HF generate_batch (CB)": hf_continuous,
+    }
 
 
 def same_tokens(a: Outputs, b: Outputs) -> tuple[int, int, int]:
@@ -111,7 +117,9 @@ def run(threads: int, variants: dict[str, Callable], reps: int, generated: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--family", choices=tuple(FAMILIES), default="llama")
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=512)

@@ -33,6 +33,7 @@ _EXPORTS = {
     "PromptTooLong": "pagedkv.engine.errors",
     "UnsupportedModel": "pagedkv.engine.errors",
     "random_model": "pagedkv.engine.models",
+    "save_tiny_checkpoint": "pagedkv.engine.tiny_checkpoint",
 }
 
 __all__ = sorted(_EXPORTS)
