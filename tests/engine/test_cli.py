@@ -159,6 +159,17 @@ def test_model_streams_text_to_the_terminal(folder: Path, capsys) -> None:
     assert re.search(r"10 tokens in [\d.]+ s \([\d.]+ tokens/s, 1 threads\)", captured.err)
 
 
+def test_model_num_blocks_too_large_is_refused_before_loading(folder: Path, capsys) -> None:
+    args = ["generate", "--model", str(folder), "--prompt", "x", "--num-blocks", str(10**11)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(
+        r"pagedkv generate: error: --num-blocks 100,000,000,000 \(KV cache\) plus the weights needs "
+        r"[\d,.]+ GiB but only [\d,.]+ GiB of memory is available; lower --num-blocks or --dtype",
+        err,
+    )
+
+
 def test_model_several_prompts_and_chat(folder: Path, capsys) -> None:
     args = ["generate", "--model", str(folder), "--prompt", "Hello", "--prompt", "Paged", "--chat"]
     args += ["--n", "2", "--temperature", "0.8", "--max-tokens", "4", "--ignore-eos", "--threads", "1"]

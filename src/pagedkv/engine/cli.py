@@ -23,6 +23,8 @@ from typing import Any
 
 from pagedkv.engine.families import FAMILIES
 from pagedkv.errors import PagedKVError, UsageError
+from pagedkv.tensors.errors import InsufficientMemory
+from pagedkv.tensors.memory import check_fits_in_memory, kv_cache_bytes
 
 DTYPE_BYTES = {"float32": 4, "float64": 8, "bfloat16": 2}
 RANDOM_MODEL_FLAGS = ("family", "layers", "hidden", "heads", "kv_heads", "vocab", "max_position")
@@ -160,9 +162,21 @@ def validate(args: argparse.Namespace) -> None:
         from pagedkv.engine.checkpoint import inspect_checkpoint
 
         try:
-            inspect_checkpoint(args.model)
+            files = inspect_checkpoint(args.model)
         except PagedKVError as exc:
             raise UsageError(f"--model {exc}") from None
+        if args.num_blocks is not None:
+            config = files.config
+            head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+            kv_heads = config.get("num_key_value_heads") or config["num_attention_heads"]
+            sizes = (config["num_hidden_layers"], args.num_blocks, args.block_size, kv_heads, head_dim)
+            stored_size = DTYPE_BYTES.get(str(config.get("torch_dtype") or config.get("dtype")), 4)
+            weights = (
+                sum(f.stat().st_size for f in files.weight_files) * DTYPE_BYTES[args.dtype] // stored_size
+            )
+            _check_memory(
+                kv_cache_bytes(*sizes, DTYPE_BYTES[args.dtype]) + weights, args.num_blocks, "--dtype"
+            )
     else:
         for flag in ("prompt", "stop"):
             if getattr(args, flag):
@@ -204,19 +218,21 @@ def _validate_random_model(args: argparse.Namespace) -> None:
 
 
 def _check_kv_memory(args: argparse.Namespace) -> None:
-    from pagedkv.tensors.errors import InsufficientMemory
-    from pagedkv.tensors.memory import check_fits_in_memory, kv_cache_bytes
-
     head_dim = args.hidden // args.heads
     size = DTYPE_BYTES[args.dtype]
     num_blocks = args.num_blocks or 256
     kv = kv_cache_bytes(args.layers, num_blocks, args.block_size, args.kv_heads, head_dim, size)
     # embeddings + lm_head + per layer q, k, v, o and a 2x MLP
     weights = size * (2 * args.vocab * args.hidden + args.layers * (8 * args.hidden**2))
+    _check_memory(kv + weights, num_blocks, "the model size")
+
+
+def _check_memory(nbytes: int, num_blocks: int, other: str) -> None:
+    """`UsageError` naming --num-blocks when the KV pool (and weights) exceed the memory free now."""
     try:
-        check_fits_in_memory(kv + weights, f"--num-blocks {num_blocks:,} (KV cache) plus the weights", "")
+        check_fits_in_memory(nbytes, f"--num-blocks {num_blocks:,} (KV cache) plus the weights", "")
     except InsufficientMemory as exc:
-        raise UsageError(f"{str(exc).rstrip('; ')}; lower --num-blocks or the model size") from None
+        raise UsageError(f"{str(exc).rstrip('; ')}; lower --num-blocks or {other}") from None
 
 
 def _positive(args: argparse.Namespace, *names: str) -> None:
