@@ -95,12 +95,21 @@ def run(threads: int, variants: dict[str, Callable], reps: int, generated: int) 
     torch.set_num_threads(threads)
     names = list(variants)
     warmup = {name: timed(variants[name])[0] for name in names}
+    print(
+        f"[{threads} thread(s)] warm-up: " + ", ".join(f"{n} {s:.2f} s" for n, s in warmup.items()),
+        flush=True,
+    )
     seconds: dict[str, list[float]] = {name: [] for name in names}
     outputs: dict[str, Outputs] = {}
     for rep in range(reps):
         for name in names[rep % len(names) :] + names[: rep % len(names)]:  # rotate who goes first
             elapsed, outputs[name] = timed(variants[name])
             seconds[name].append(elapsed)
+        print(
+            f"[{threads} thread(s)] round {rep + 1}: "
+            + ", ".join(f"{n} {s[-1]:.2f} s" for n, s in seconds.items()),
+            flush=True,
+        )
     engine = names[0]
     print(f"\n{threads} thread(s), {reps} interleaved rounds (median), warm-up excluded:")
     print(f"{'':26} {'seconds':>8} {'tokens/s':>9} {'warm-up s':>10} {'engine speedup':>15}")

@@ -176,6 +176,8 @@ class Engine:
         results: dict[int, RequestOutput] = {}
         try:
             while len(results) < len(ids):
+                if not self.scheduler.has_work:  # a request of this call was aborted from outside
+                    raise PagedKVError("generate(): a request was aborted before it finished")
                 for output in self.step():
                     if output.finished:
                         results[output.request_id] = output

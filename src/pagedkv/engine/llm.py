@@ -77,8 +77,8 @@ class LLM:
         num_threads: int | None = None,
         seed: int = 0,
     ) -> None:
-        self.num_threads = set_num_threads(num_threads)
         checkpoint = load_checkpoint(model, dtype)
+        self.num_threads = set_num_threads(num_threads)
         self.tokenizer = checkpoint.tokenizer
         if num_blocks is None:
             num_blocks = _default_num_blocks(checkpoint.model, block_size)
