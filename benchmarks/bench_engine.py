@@ -1,12 +1,16 @@
 """Engine greedy tokens/s vs HF batched `generate` and HF continuous batching, at 1 and 2 threads.
 
-Same random-weight model (float32, CPU) and prompts for all three; each generates exactly
-`--max-tokens` per prompt (EOS disabled):
+Same random-weight model (float32, CPU; one copy per variant, identical seeded weights) and prompts
+for all; each generates exactly `--max-tokens` per prompt (EOS disabled):
 - pagedkv: `Engine.generate` (continuous batching over the paged cache, Numba decode kernel), a pool
   large enough that nothing is preempted;
 - HF batched: one `model.generate` call on the whole left-padded batch (its default DynamicCache);
 - HF continuous batching: `model.generate_batch` (transformers' own paged cache and scheduler), its
-  manager kept between runs (`persistent_manager=True`) so that its set-up is part of the warm-up.
+  manager kept between runs (`persistent_manager=True`) so that its set-up is part of the warm-up;
+  twice: with its defaults (pages of 256 tokens, batches of up to 8192 tokens) and with pages of
+  `--block-size` tokens and batches of up to 2048 tokens (faster on this CPU). Both get the KV
+  budget the engine gets (without `num_blocks` it sizes its cache from free memory, which took
+  ~90 s on this machine).
 
 For each thread count, every variant runs once untimed (warm-up, reported apart), then the variants
 take turns for `--reps` rounds (the machine is shared: interleaving keeps their conditions alike);
@@ -41,7 +45,12 @@ def timed(fn: Callable[[], Outputs]) -> tuple[float, Outputs]:
     return time.perf_counter() - started, result
 
 
-def make_variants(model, prompts: list[list[int]], max_tokens: int, block_size: int) -> dict[str, Callable]:
+def make_variants(
+    build_model: Callable[[], torch.nn.Module], prompts: list[list[int]], max_tokens: int, block_size: int
+) -> dict[str, Callable[[], Outputs]]:
+    """The variants, each on its own copy of the same seeded weights (HF caches one continuous-batching
+    manager per model object, so the two HF CB configurations need two objects)."""
+    model = build_model()
     num_blocks = sum(-(-(len(p) + max_tokens) // block_size) for p in prompts)
     params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
 
@@ -59,29 +68,42 @@ def make_variants(model, prompts: list[list[int]], max_tokens: int, block_size: 
         )
         return out[:, longest:].tolist()
 
-    config = transformers.GenerationConfig(
-        max_new_tokens=max_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0
-    )
-    cb = transformers.ContinuousBatchingConfig(
+    tokens = num_blocks * block_size  # the same KV budget for every paged variant
+    default_pages = transformers.ContinuousBatchingConfig(num_blocks=-(-tokens // 256))  # page_size 256
+    tuned = transformers.ContinuousBatchingConfig(
         page_size=block_size,
         num_blocks=num_blocks,
-        max_batch_tokens=max(2048, longest),
+        max_batch_tokens=2048,
         max_requests_per_batch=len(prompts),
     )
+    return {
+        "pagedkv engine": engine,
+        "HF generate, batched": hf_batched,
+        "HF CB, default pages": hf_continuous(build_model(), prompts, max_tokens, default_pages),
+        f"HF CB, pages of {block_size}": hf_continuous(build_model(), prompts, max_tokens, tuned),
+    }
 
-    def hf_continuous() -> Outputs:
+
+def hf_continuous(
+    model: torch.nn.Module,
+    prompts: list[list[int]],
+    max_tokens: int,
+    config: transformers.ContinuousBatchingConfig,
+) -> Callable[[], Outputs]:
+    """`generate_batch` with its manager kept between calls (its set-up is then part of the warm-up)."""
+    generation = transformers.GenerationConfig(
+        max_new_tokens=max_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0
+    )
+
+    def run() -> Outputs:
         out = model.generate_batch(
-            prompts, generation_config=config, continuous_batching_config=cb, persistent_manager=True
+            prompts, generation_config=generation, continuous_batching_config=config, persistent_manager=True
         )
         ordered = sorted(out.values(), key=lambda g: int(g.request_id.rsplit("_", 1)[1]))  # req_<k>
         assert [g.prompt_ids for g in ordered] == prompts
         return [g.generated_tokens for g in ordered]
 
-    return {
-        "pagedkv engine": engine,
-        "HF generate, batched": hf_batched,
-        "HF generate_batch (CB)": hf_continuous,
-    }
+    return run
 
 
 def same_tokens(a: Outputs, b: Outputs) -> tuple[int, int, int]:
@@ -147,19 +169,22 @@ def main() -> None:
     logging.getLogger("ContinuousBatchingLogger").setLevel(logging.CRITICAL)
     transformers.utils.logging.set_verbosity_error()
 
-    model = random_model(
-        args.family,
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        intermediate_size=4 * args.hidden,
-        num_layers=args.layers,
-        num_heads=args.heads,
-        num_kv_heads=args.kv_heads,
-        max_position_embeddings=args.max_prompt_len + args.max_tokens,
-        dtype=torch.float32,
-        seed=args.seed,
-    )
-    model.generation_config.eos_token_id = None  # every variant generates exactly max_tokens
+    def build_model() -> torch.nn.Module:
+        model = random_model(
+            args.family,
+            vocab_size=args.vocab,
+            hidden_size=args.hidden,
+            intermediate_size=4 * args.hidden,
+            num_layers=args.layers,
+            num_heads=args.heads,
+            num_kv_heads=args.kv_heads,
+            max_position_embeddings=args.max_prompt_len + args.max_tokens,
+            dtype=torch.float32,
+            seed=args.seed,
+        )
+        model.generation_config.eos_token_id = None  # every variant generates exactly max_tokens
+        return model
+
     rng = random.Random(args.seed)
     prompts = [
         [rng.randrange(args.vocab) for _ in range(rng.randint(args.min_prompt_len, args.max_prompt_len))]
@@ -171,7 +196,7 @@ def main() -> None:
         f"{args.max_prompt_len} tokens ({sum(map(len, prompts))} in all), {args.max_tokens} new tokens each; "
         f"torch {torch.__version__}, transformers {transformers.__version__}"
     )
-    variants = make_variants(model, prompts, args.max_tokens, args.block_size)
+    variants = make_variants(build_model, prompts, args.max_tokens, args.block_size)
     for threads in args.threads:
         run(threads, variants, args.reps, args.num_prompts * args.max_tokens)
 
