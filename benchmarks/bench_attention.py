@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from pagedkv.tensors import AttentionMetadata, PagedKVCache, paged_attention
-from pagedkv.tensors.attention import WORKSPACE_BYTES
+from pagedkv.tensors.attention_metadata import WORKSPACE_BYTES
 
 
 def median_ms(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:

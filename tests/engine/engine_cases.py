@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from pagedkv.engine import SamplingParams
+
 BLOCK_SIZE = 4
 MAX_NEW_TOKENS = 10
 
@@ -41,3 +43,17 @@ def hf_greedy(model, prompt: list[int], max_new_tokens: int = MAX_NEW_TOKENS) ->
         ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens
     )
     return out[0, len(prompt) :].tolist()
+
+
+def greedy(max_tokens: int = MAX_NEW_TOKENS, **fields) -> SamplingParams:
+    return SamplingParams(temperature=0.0, max_tokens=max_tokens, **fields)
+
+
+def first_samples(outputs) -> list[list[int]]:
+    """The token ids of sample 0 of each RequestOutput."""
+    return [output.outputs[0].token_ids for output in outputs]
+
+
+def all_samples(outputs) -> list[list[list[int]]]:
+    """The token ids of every sample of each RequestOutput."""
+    return [[sample.token_ids for sample in output.outputs] for output in outputs]

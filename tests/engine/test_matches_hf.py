@@ -1,7 +1,7 @@
 """The engine's greedy output is token-identical to HF `generate(do_sample=False)`, in float64.
 
-For Llama, Mistral and Qwen2, with and without prefix caching, with a roomy pool and with one small
-enough to force preemption; with n > 1 forks; with requests arriving while others run.
+For Llama, Mistral, Qwen2, Qwen3 and Gemma 3, with and without prefix caching, with a roomy pool and with
+one small enough to force preemption; with n > 1 forks; with requests arriving while others run.
 """
 
 from __future__ import annotations
@@ -11,11 +11,19 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from engine_cases import BLOCK_SIZE, MAX_NEW_TOKENS, hf_greedy, make_prompts  # noqa: E402
+from engine_cases import (  # noqa: E402
+    BLOCK_SIZE,
+    MAX_NEW_TOKENS,
+    all_samples,
+    first_samples,
+    greedy,
+    hf_greedy,
+    make_prompts,
+)
 
 from pagedkv.engine import Engine, random_model  # noqa: E402
 
-FAMILIES = ["llama", "mistral", "qwen2"]
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma3"]
 ROOMY, TIGHT = 256, 12  # 12 blocks of 4 hold the longest sequence (32 tokens) but not the batch
 
 
@@ -37,7 +45,7 @@ def finished_cleanly(engine: Engine) -> bool:
 def test_greedy_matches_hf(case, prefix_caching: bool, num_blocks: int) -> None:
     model, prompts, expected = case
     engine = Engine(model, num_blocks=num_blocks, block_size=BLOCK_SIZE, enable_prefix_caching=prefix_caching)
-    assert engine.generate(prompts, MAX_NEW_TOKENS) == expected
+    assert first_samples(engine.generate(prompts, greedy())) == expected
     assert (engine.stats.preemptions > 0) == (num_blocks == TIGHT)
     if prefix_caching:
         assert engine.block_manager.stats.hit_tokens > 0
@@ -49,7 +57,8 @@ def test_prefix_cache_skips_exactly_the_cached_tokens(case) -> None:
     model, prompts, expected = case
     plain = Engine(model, num_blocks=ROOMY, block_size=BLOCK_SIZE)
     cached = Engine(model, num_blocks=ROOMY, block_size=BLOCK_SIZE, enable_prefix_caching=True)
-    assert plain.generate(prompts, MAX_NEW_TOKENS) == cached.generate(prompts, MAX_NEW_TOKENS) == expected
+    assert first_samples(plain.generate(prompts, greedy())) == expected
+    assert first_samples(cached.generate(prompts, greedy())) == expected
     assert plain.stats.prefill_tokens == sum(map(len, prompts))
     assert cached.stats.prefill_tokens + cached.stats.cached_tokens == plain.stats.prefill_tokens
     # hits: prompt 2 (3 blocks of the shared prefix), 4 (2 blocks), 7 (3 blocks), 9 (2 blocks, a repeat)
@@ -62,7 +71,7 @@ def test_prefix_cache_skips_exactly_the_cached_tokens(case) -> None:
 def test_parallel_samples_fork_the_prompt(case, num_blocks: int) -> None:
     model, prompts, expected = case
     engine = Engine(model, num_blocks=num_blocks, block_size=BLOCK_SIZE)
-    outputs = engine.generate(prompts, MAX_NEW_TOKENS, n=3)
+    outputs = all_samples(engine.generate(prompts, greedy(n=3)))
     assert outputs == [[ref] * 3 for ref in expected]
     assert engine.stats.forks == 2 * len(prompts)
     assert engine.stats.cow_copies > 0  # prompts ending mid-block are copied on first write
@@ -81,12 +90,13 @@ def test_requests_arrive_and_finish_at_different_steps(case) -> None:
     for step in range(200):
         if step % 2 == 0 and len(ids) < len(prompts):
             i = len(ids)
-            ids[engine.add_request(prompts[i], budgets[i])] = i
+            ids[engine.add_request(prompts[i], greedy(budgets[i]))] = i
         if not engine.has_unfinished_requests():
             break
         for done in engine.step():
-            results[ids[done.request_id]] = done.outputs[0]
-            finish_step[ids[done.request_id]] = step
+            if done.finished:
+                results[ids[done.request_id]] = done.outputs[0].token_ids
+                finish_step[ids[done.request_id]] = step
     assert len(results) == len(prompts)
     assert len(set(finish_step.values())) > 3
     for i, prompt in enumerate(prompts):
@@ -97,7 +107,7 @@ def test_requests_arrive_and_finish_at_different_steps(case) -> None:
 def test_max_num_seqs_and_token_budget_only_change_the_schedule(case) -> None:
     model, prompts, expected = case
     engine = Engine(model, num_blocks=ROOMY, block_size=BLOCK_SIZE, max_num_seqs=3, max_num_batched_tokens=20)
-    assert engine.generate(prompts, MAX_NEW_TOKENS) == expected
+    assert first_samples(engine.generate(prompts, greedy())) == expected
     assert engine.stats.steps > MAX_NEW_TOKENS * 3
 
 
@@ -113,6 +123,16 @@ def test_max_num_seqs_and_token_budget_only_change_the_schedule(case) -> None:
         ),
         ("llama", {"num_layers": 3, "num_kv_heads": 1, "rms_norm_eps": 1e-3}),
         ("mistral", {"num_kv_heads": 4, "head_dim": 8}),
+        ("qwen3", {"use_sliding_window": True, "sliding_window": 5, "max_window_layers": 1}),
+        (
+            "gemma3",
+            {
+                "sliding_window": 5,
+                "layer_types": ["sliding_attention", "full_attention"],
+                "final_logit_softcapping": 3.0,
+                "query_pre_attn_scalar": 8,
+            },
+        ),
     ],
 )
 def test_config_variants_match_hf(family: str, overrides: dict) -> None:
@@ -120,7 +140,7 @@ def test_config_variants_match_hf(family: str, overrides: dict) -> None:
     prompts = make_prompts(seed=1)
     expected = [hf_greedy(model, p) for p in prompts]
     engine = Engine(model, num_blocks=TIGHT, block_size=BLOCK_SIZE, enable_prefix_caching=True)
-    assert engine.generate(prompts, MAX_NEW_TOKENS) == expected
+    assert first_samples(engine.generate(prompts, greedy())) == expected
 
 
 def test_eos_stops_generation_like_hf() -> None:
@@ -132,8 +152,9 @@ def test_eos_stops_generation_like_hf() -> None:
     expected = hf_greedy(model, prompt)
     assert expected == free_run[: stop_at + 1]  # HF stopped and kept the EOS token
     engine = Engine(model, num_blocks=ROOMY, block_size=BLOCK_SIZE)
-    assert engine.generate([prompt], MAX_NEW_TOKENS) == [expected]
-    assert engine.generate([prompt], MAX_NEW_TOKENS, ignore_eos=True) == [free_run]
+    assert first_samples(engine.generate([prompt], greedy())) == [expected]
+    assert engine.generate([prompt], greedy())[0].outputs[0].finish_reason == "eos"
+    assert first_samples(engine.generate([prompt], greedy(ignore_eos=True))) == [free_run]
 
 
 def test_paged_store_holds_hf_keys_and_values() -> None:
@@ -141,7 +162,7 @@ def test_paged_store_holds_hf_keys_and_values() -> None:
     model = random_model("qwen2", seed=2)
     prompt = make_prompts()[7]
     engine = Engine(model, num_blocks=16, block_size=BLOCK_SIZE)
-    engine.add_request(prompt, 5)
+    engine.add_request(prompt, greedy(5))
     engine.step()
     (seq,) = engine.scheduler.running
     table = engine.block_manager.block_table(seq.seq_id)
@@ -157,5 +178,5 @@ def test_engine_follows_the_model_dtype() -> None:
     model = random_model("llama", dtype=torch.float32)
     engine = Engine(model, num_blocks=32, block_size=BLOCK_SIZE)
     assert engine.cache.dtype == torch.float32
-    outputs = engine.generate(make_prompts()[:3], 4, ignore_eos=True)
+    outputs = first_samples(engine.generate(make_prompts()[:3], greedy(4, ignore_eos=True)))
     assert [len(o) for o in outputs] == [4, 4, 4]

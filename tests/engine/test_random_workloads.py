@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from engine_cases import hf_greedy  # noqa: E402
+from engine_cases import greedy, hf_greedy  # noqa: E402
 
 from pagedkv.engine import Engine, random_model  # noqa: E402
 
@@ -44,9 +44,10 @@ def test_random_workload_matches_hf(model, seed: int) -> None:
     while pending or engine.has_unfinished_requests():
         while pending and (rng.random() < 0.4 or not engine.has_unfinished_requests()):
             prompt, budget, n = pending.pop(0)
-            ids[engine.add_request(prompt, budget, n)] = len(ids)
+            ids[engine.add_request(prompt, greedy(budget, n=n))] = len(ids)
         for done in engine.step():
-            results[ids[done.request_id]] = done.outputs
+            if done.finished:
+                results[ids[done.request_id]] = [sample.token_ids for sample in done.outputs]
         engine.block_manager.check_invariants()
         for seq in engine.scheduler.running:
             assert engine.block_manager.num_tokens(seq.seq_id) == len(seq.tokens) - 1 == seq.num_computed

@@ -7,10 +7,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from engine_cases import BLOCK_SIZE, hf_greedy, make_prompts  # noqa: E402
+from engine_cases import BLOCK_SIZE, all_samples, hf_greedy, make_prompts  # noqa: E402
 
 from pagedkv.engine import Engine, SamplingParams, random_model  # noqa: E402
-from pagedkv.engine.sampler import _filtered_probs  # noqa: E402
+from pagedkv.engine.sampler import filtered_probs  # noqa: E402
 from pagedkv.errors import InvalidArgument  # noqa: E402
 
 
@@ -21,8 +21,9 @@ def model():
 
 def sample(model, num_blocks: int, seed: int, **kwargs) -> list[list[list[int]]]:
     engine = Engine(model, num_blocks=num_blocks, block_size=BLOCK_SIZE)
-    outputs = engine.generate(make_prompts(), 8, n=3, temperature=1.0, seed=seed, ignore_eos=True, **kwargs)
-    return outputs, engine.stats
+    params = SamplingParams(n=3, temperature=1.0, max_tokens=8, ignore_eos=True, **kwargs)
+    engine.seed = seed
+    return all_samples(engine.generate(make_prompts(), params)), engine.stats
 
 
 def test_seeded_samples_do_not_depend_on_preemption(model) -> None:
@@ -40,14 +41,15 @@ def test_top_k_one_is_greedy(model) -> None:
     prompts = make_prompts()
     expected = [hf_greedy(model, p, 6) for p in prompts]
     engine = Engine(model, num_blocks=64, block_size=BLOCK_SIZE)
-    assert engine.generate(prompts, 6, n=2, temperature=0.7, top_k=1) == [[e, e] for e in expected]
+    params = SamplingParams(n=2, temperature=0.7, top_k=1, max_tokens=6)
+    assert all_samples(engine.generate(prompts, params)) == [[e, e] for e in expected]
 
 
 def test_top_p_keeps_the_smallest_prefix_reaching_p() -> None:
     logits = torch.log(torch.tensor([0.05, 0.5, 0.25, 0.2]))
-    probs = _filtered_probs(logits, top_k=0, top_p=0.7)
+    probs = filtered_probs(logits, min_p=0.0, top_k=0, top_p=0.7)
     assert torch.allclose(probs, torch.tensor([0.0, 0.5, 0.25, 0.0]))
-    probs = _filtered_probs(logits, top_k=2, top_p=1.0)
+    probs = filtered_probs(logits, min_p=0.0, top_k=2, top_p=1.0)
     assert torch.allclose(probs, torch.tensor([0.0, 0.5 / 0.75, 0.25 / 0.75, 0.0]))
 
 

@@ -1,4 +1,4 @@
-"""The forward pass of a Hugging Face Llama-family model over the paged KV cache.
+"""The forward pass of a Hugging Face decoder-only model over the paged KV cache.
 
 Why our own forward pass rather than HF's with its attention swapped: HF's decoder layers expect a
 padded `[batch, seq]` layout, a `Cache` object and a 4-D mask, while continuous batching wants a
@@ -9,20 +9,31 @@ MLP, final norm, lm_head, tied or not). Only attention is ours. Reusing those mo
 arithmetic identical to HF's, including HF's choice to compute RMSNorm and the rotary tables in
 float32, which is what makes token-identical greedy output possible.
 
+What differs between the families is read from the modules and the config, not from the family name:
+- Qwen3 and Gemma 3 normalise queries and keys per head (`self_attn.q_norm` / `k_norm`) before RoPE;
+- Gemma 3 wraps both sub-layers in "sandwich" norms (`post_attention_layernorm` on the attention
+  output, `pre_/post_feedforward_layernorm` around the MLP), scales embeddings (inside its
+  `embed_tokens`), scales attention by `query_pre_attn_scalar` (its `self_attn.scaling`), uses one
+  rotary table per layer type (local layers: sliding window and their own RoPE base) and may soft-cap
+  the final logits;
+- sliding windows come per layer from `layer_types` (Qwen2/3, Gemma 3) or for all layers (Mistral).
+Features the paged attention does not implement (attention logit soft-capping, as in Gemma 2;
+bidirectional attention) are refused with `UnsupportedModel` rather than computed wrongly.
+
 Invariant: a call writes the K/V of exactly the tokens listed in the step's slot mapping, and the
 logits it returns for a sequence depend only on that sequence's tokens (never on its batch mates).
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
 
 from pagedkv.engine.errors import UnsupportedModel
+from pagedkv.engine.families import SUPPORTED_MODEL_TYPES
 from pagedkv.tensors import AttentionMetadata, CacheMismatch, PagedKVCache, paged_attention
-
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 
 
 @dataclass
@@ -38,7 +49,7 @@ class StepBatch:
 
 
 class ModelRunner:
-    """Wraps a loaded HF causal LM (Llama, Mistral or Qwen2) for packed, paged inference."""
+    """Wraps a loaded HF causal LM of a supported family for packed, paged inference."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         config = getattr(model, "config", None)
@@ -49,6 +60,7 @@ class ModelRunner:
                 f"{', '.join(SUPPORTED_MODEL_TYPES)} "
                 "causal LMs (a *ForCausalLM with .model.layers and .lm_head)"
             )
+        _refuse_unsupported_features(config)
         self.model = model
         self.decoder = model.model
         self.layers = list(self.decoder.layers)
@@ -60,6 +72,12 @@ class ModelRunner:
         self.scale = attn.scaling
         self.max_position = config.max_position_embeddings
         self.sliding_windows = _sliding_windows(config, self.num_layers)
+        # Gemma 3: one rotary table per layer type; the others: one for all layers (key None)
+        per_type = "layer_type" in inspect.signature(self.decoder.rotary_emb.forward).parameters
+        self.rope_keys = list(config.layer_types) if per_type else [None] * self.num_layers
+        self.sandwich_norms = hasattr(self.layers[0], "pre_feedforward_layernorm")
+        self.qk_norm = hasattr(attn, "q_norm")
+        self.final_logit_softcapping = getattr(config, "final_logit_softcapping", None)
         weight = model.lm_head.weight
         self.dtype, self.device = weight.dtype, weight.device
 
@@ -82,14 +100,31 @@ class ModelRunner:
         """Run every layer over the packed tokens; logits [num_sequences, vocab] in the model dtype."""
         self.check_cache(cache)
         hidden = self.decoder.embed_tokens(batch.input_ids)  # [num_tokens, hidden]
-        # HF's rotary module wants [batch, seq] positions; cos, sin: [num_tokens, 1, head_dim]
-        cos, sin = self.decoder.rotary_emb(hidden, batch.positions.unsqueeze(0))
-        cos, sin = cos[0].unsqueeze(1), sin[0].unsqueeze(1)
+        rope = {key: self._rotary(hidden, batch.positions, key) for key in set(self.rope_keys)}
         for index, layer in enumerate(self.layers):
-            hidden = hidden + self._attention(index, layer, hidden, cos, sin, cache, batch)
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            cos, sin = rope[self.rope_keys[index]]
+            attn_out = self._attention(index, layer, hidden, cos, sin, cache, batch)
+            if self.sandwich_norms:
+                hidden = hidden + layer.post_attention_layernorm(attn_out)
+                mlp_out = layer.mlp(layer.pre_feedforward_layernorm(hidden))
+                hidden = hidden + layer.post_feedforward_layernorm(mlp_out)
+            else:
+                hidden = hidden + attn_out
+                hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         hidden = self.decoder.norm(hidden.index_select(0, batch.logits_rows))
-        return self.model.lm_head(hidden)
+        logits = self.model.lm_head(hidden)
+        if self.final_logit_softcapping is not None:
+            cap = self.final_logit_softcapping
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def _rotary(
+        self, hidden: torch.Tensor, positions: torch.Tensor, layer_type: str | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin: [num_tokens, 1, head_dim], from HF's rotary module (which wants [batch, seq])."""
+        extra = {} if layer_type is None else {"layer_type": layer_type}
+        cos, sin = self.decoder.rotary_emb(hidden, positions.unsqueeze(0), **extra)
+        return cos[0].unsqueeze(1), sin[0].unsqueeze(1)
 
     def _attention(
         self,
@@ -109,6 +144,8 @@ class ModelRunner:
             num_tokens, self.num_kv_heads, self.head_dim
         )  # [num_tokens, n_kv_heads, head_dim]
         v = attn.v_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)
+        if self.qk_norm:
+            q, k = attn.q_norm(q), attn.k_norm(k)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         if batch.write_rows is not None:
             k, v = k.index_select(0, batch.write_rows), v.index_select(0, batch.write_rows)
@@ -131,8 +168,19 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return (x * cos) + (rotated * sin)
 
 
+def _refuse_unsupported_features(config: object) -> None:
+    if getattr(config, "attn_logit_softcapping", None) is not None:
+        raise UnsupportedModel(
+            f"attn_logit_softcapping={config.attn_logit_softcapping} (attention scores soft-capped, as in "
+            "Gemma 2) is not implemented by the paged attention"
+        )
+    if getattr(config, "use_bidirectional_attention", False):
+        raise UnsupportedModel("use_bidirectional_attention=True: the engine runs causal attention only")
+
+
 def _sliding_windows(config: object, num_layers: int) -> list[int | None]:
-    """Per-layer sliding window as HF applies it: Mistral windows every layer, Qwen2 per `layer_types`."""
+    """Per-layer sliding window as HF applies it: Mistral windows every layer; Qwen2/3 and Gemma 3 per
+    `layer_types`."""
     window = getattr(config, "sliding_window", None)
     layer_types = getattr(config, "layer_types", None)
     if layer_types is not None:

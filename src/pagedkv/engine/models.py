@@ -11,9 +11,8 @@ from typing import Any
 
 import torch
 
+from pagedkv.engine.families import FAMILIES
 from pagedkv.errors import InvalidArgument
-
-FAMILIES = ("llama", "mistral", "qwen2")
 
 
 def random_model(
@@ -30,10 +29,13 @@ def random_model(
     seed: int = 0,
     **overrides: Any,
 ) -> torch.nn.Module:
-    """A `LlamaForCausalLM` / `MistralForCausalLM` / `Qwen2ForCausalLM` in eval mode with seeded weights.
+    """A `LlamaForCausalLM` / `MistralForCausalLM` / `Qwen2ForCausalLM` / `Qwen3ForCausalLM` /
+    `Gemma3ForCausalLM` in eval mode with seeded weights.
 
-    Mistral's sliding window is off unless `sliding_window=` is given (HF's default of 4096 would
-    never matter at these sizes, but an explicit None says so). `overrides` go to the config.
+    `head_dim` is `hidden_size // num_heads` unless given (Qwen3's and Gemma 3's configs default to
+    128 / 256 whatever the hidden size). Mistral's sliding window is off unless `sliding_window=` is
+    given (HF's default of 4096 would never matter at these sizes, but an explicit None says so).
+    `overrides` go to the config.
     """
     import transformers
 
@@ -41,6 +43,8 @@ def random_model(
         "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
         "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
         "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+        "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
+        "gemma3": (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM),
     }
     if family not in classes:
         raise InvalidArgument(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
@@ -52,6 +56,7 @@ def random_model(
         "num_attention_heads": num_heads,
         "num_key_value_heads": num_kv_heads,
         "max_position_embeddings": max_position_embeddings,
+        "head_dim": hidden_size // num_heads,
     }
     if family == "mistral":
         settings["sliding_window"] = None

@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from pagedkv.block_manager import BlockManager
-from pagedkv.engine.sequence import Request, Sequence, Status
+from pagedkv.engine.sequence import Request, Sequence
 from pagedkv.errors import OutOfBlocks
 
 
@@ -84,8 +84,16 @@ class Scheduler:
     def finish(self, seq: Sequence) -> None:
         """Release a finished sequence's blocks (shared ones stay with their other owners)."""
         self.block_manager.free(seq.seq_id)
-        seq.status = Status.FINISHED
         self.running.remove(seq)
+
+    def abort(self, request: Request) -> list[Sequence]:
+        """Drop every queued entry of `request` and free the blocks of its running sequences at once;
+        returns the sequences that were still unfinished."""
+        seqs = set(request.seqs)
+        self.waiting = deque(e for e in self.waiting if e is not request and e not in seqs)
+        for seq in [s for s in self.running if s in seqs]:
+            self.finish(seq)
+        return [seq for seq in request.seqs if seq.finish_reason is None]
 
     def _reserve_decode_slots(self, out: ScheduleOutput) -> None:
         queue = deque(self.running)
@@ -107,7 +115,6 @@ class Scheduler:
 
     def _preempt(self, seq: Sequence) -> None:
         self.block_manager.free(seq.seq_id)
-        seq.status = Status.WAITING
         seq.num_computed = 0
         self.waiting.appendleft(seq)
         self.num_preemptions += 1
@@ -116,8 +123,8 @@ class Scheduler:
         num_tokens = len(out.decodes)
         while self.waiting:
             entry = self.waiting[0]
-            tokens = entry.prompt if isinstance(entry, Request) else entry.tokens
-            new_seqs = entry.n if isinstance(entry, Request) else 1
+            tokens = entry.prompt_token_ids if isinstance(entry, Request) else entry.tokens
+            new_seqs = len(entry.seqs) if isinstance(entry, Request) else 1
             if len(self.running) + new_seqs > self.max_num_seqs:
                 break
             budget = self.max_num_batched_tokens
@@ -136,8 +143,6 @@ class Scheduler:
         cached = self.block_manager.allocate(first.seq_id, tokens)
         for child in seqs[1:]:
             self.block_manager.fork(first.seq_id, child.seq_id)
-        for seq in seqs:
-            seq.status = Status.RUNNING
         self.running += seqs
         # the last token is always computed: its logits pick the next token
         return Prefill(first, start=min(cached, len(tokens) - 1), write_start=cached, samplers=seqs)

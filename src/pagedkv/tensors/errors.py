@@ -27,3 +27,7 @@ def require_positive_ints(**sizes: object) -> None:
     for name, value in sizes.items():
         if not isinstance(value, int) or value <= 0:
             raise InvalidArgument(f"{name} must be a positive int, got {value!r}")
+
+
+class InsufficientMemory(InvalidArgument, MemoryError):
+    """A pool (or model) larger than the memory this machine has free; refused before allocating."""

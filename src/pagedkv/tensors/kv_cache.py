@@ -27,6 +27,7 @@ import torch
 
 from pagedkv.errors import InvalidArgument
 from pagedkv.tensors.errors import BlockOutOfRange, CacheMismatch, require_positive_ints
+from pagedkv.tensors.memory import check_fits_in_memory, kv_cache_bytes
 
 
 class PagedKVCache:
@@ -54,6 +55,14 @@ class PagedKVCache:
         self.block_size = block_size
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
+        if torch.device(device).type == "cpu":
+            element_size = torch.empty((), dtype=dtype).element_size()
+            nbytes = kv_cache_bytes(num_layers, num_blocks, block_size, num_kv_heads, head_dim, element_size)
+            check_fits_in_memory(
+                nbytes,
+                f"a paged KV cache of {num_blocks:,} blocks x {block_size} slots x {num_layers} layers",
+                "use fewer blocks (num_blocks)",
+            )
         # zeros, not empty: masked-out slots must stay finite (0 * NaN would poison attention).
         # kv: [num_layers, 2, num_blocks, num_kv_heads, block_size, head_dim]
         self.kv = torch.zeros(
