@@ -23,22 +23,13 @@ from typing import Any
 
 from pagedkv.engine.families import FAMILIES
 from pagedkv.errors import PagedKVError, UsageError
+from pagedkv.options import Formatter
 from pagedkv.tensors.errors import InsufficientMemory
 from pagedkv.tensors.memory import check_fits_in_memory, kv_cache_bytes
 
 DTYPE_BYTES = {"float32": 4, "float64": 8, "bfloat16": 2}
 RANDOM_MODEL_FLAGS = ("family", "layers", "hidden", "heads", "kv_heads", "vocab", "max_position")
 WORKLOAD_FLAGS = ("num_prompts", "min_prompt_len", "max_prompt_len", "shared_prefix", "check")
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default once: argparse's "(default: X)", except for flags (off unless
-    given) and options whose help says what happens without them."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:
@@ -49,7 +40,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         description="Continuous-batching generation over a paged KV cache. With --model DIR: text from a "
         "local Hugging Face checkpoint, streamed to the terminal. Without it: a model built from a "
         "config with seeded random weights (no download), a random workload, tokens/s and block usage.",
-        formatter_class=_HelpFormatter,
+        formatter_class=Formatter,
     )
     model = parser.add_argument_group("model")
     model.add_argument(

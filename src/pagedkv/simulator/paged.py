@@ -46,6 +46,24 @@ PREEMPTION_MODES = ("recompute", "swap")
 _BEAM, _BOUNDARY = 0, 1  # event kinds; at equal ticks, beams fork before blocks are crossed
 
 
+def check_paged_options(
+    kv_slots: int, block_size: int, watermark: float, preemption: str, swap_slots: int | None
+) -> None:
+    """The arguments both paged caches take, checked the same way (`SimulationConfigError`)."""
+    if block_size < 1:
+        raise SimulationConfigError(f"block_size={block_size} must be >= 1 token")
+    if kv_slots < block_size:
+        raise SimulationConfigError(
+            f"kv_slots={kv_slots:,} is smaller than one block of block_size={block_size} slots"
+        )
+    if not 0.0 <= watermark < 1.0:
+        raise SimulationConfigError(f"watermark={watermark!r} must be in [0, 1)")
+    if preemption not in PREEMPTION_MODES:
+        raise SimulationConfigError(f"preemption={preemption!r} must be one of {', '.join(PREEMPTION_MODES)}")
+    if swap_slots is not None and swap_slots < 0:
+        raise SimulationConfigError(f"swap_slots={swap_slots} must be >= 0 (0 disables swapping)")
+
+
 @dataclass(eq=False, slots=True)
 class _Record:
     """Everything the cache knows of one group, from its first admission to its release.
@@ -90,18 +108,7 @@ class PagedCache(KVCache):
         swap_slots: int | None = None,
         name: str = "paged",
     ) -> None:
-        if block_size < 1:
-            raise SimulationConfigError(f"block_size={block_size} must be >= 1 token")
-        if kv_slots < block_size:
-            raise SimulationConfigError(
-                f"kv_slots={kv_slots:,} is smaller than one block of block_size={block_size} slots"
-            )
-        if preemption not in PREEMPTION_MODES:
-            raise SimulationConfigError(
-                f"preemption={preemption!r} must be one of {', '.join(PREEMPTION_MODES)}"
-            )
-        if swap_slots is not None and swap_slots < 0:
-            raise SimulationConfigError(f"swap_slots={swap_slots} must be >= 0 (0 disables swapping)")
+        check_paged_options(kv_slots, block_size, watermark, preemption, swap_slots)
         super().__init__(name, kv_slots)
         self.block_size = block_size
         self.num_blocks = kv_slots // block_size

@@ -24,7 +24,7 @@ from pagedkv.errors import InvariantViolation
 from pagedkv.simulator.cache import Admission, KVCache, Preemption, Usage
 from pagedkv.simulator.config import SimConfig, SimulationConfigError
 from pagedkv.simulator.group import Group
-from pagedkv.simulator.paged import PREEMPTION_MODES
+from pagedkv.simulator.paged import check_paged_options
 from pagedkv.simulator.workload import Request
 
 
@@ -60,20 +60,7 @@ class CountingPagedCache(KVCache):
         swap_slots: int | None = None,
         name: str = "paged",
     ) -> None:
-        if block_size < 1:
-            raise SimulationConfigError(f"block_size={block_size} must be >= 1 token")
-        if kv_slots < block_size:
-            raise SimulationConfigError(
-                f"kv_slots={kv_slots:,} is smaller than one block of block_size={block_size} slots"
-            )
-        if preemption not in PREEMPTION_MODES:
-            raise SimulationConfigError(
-                f"preemption={preemption!r} must be one of {', '.join(PREEMPTION_MODES)}"
-            )
-        if not 0.0 <= watermark < 1.0:
-            raise SimulationConfigError(f"watermark={watermark!r} must be in [0, 1)")
-        if swap_slots is not None and swap_slots < 0:
-            raise SimulationConfigError(f"swap_slots={swap_slots} must be >= 0 (0 disables swapping)")
+        check_paged_options(kv_slots, block_size, watermark, preemption, swap_slots)
         super().__init__(name, kv_slots)
         self.block_size = block_size
         self.num_blocks = kv_slots // block_size

@@ -12,6 +12,8 @@ import time
 import webbrowser
 from pathlib import Path
 
+from pagedkv.options import Formatter
+
 DEFAULT_OUT = "watch.html"
 DEFAULT_CACHES = "naive,paged"
 DEFAULT_FRAMES = 600
@@ -33,7 +35,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         "watch",
         help="an interactive memory map of the simulation, naive vs paged, in the browser (HTML)",
         description=_DESCRIPTION,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=Formatter,
     )
     add_run_arguments(parser)
     parser.set_defaults(caches=DEFAULT_CACHES, func=run)
