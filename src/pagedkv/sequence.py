@@ -15,6 +15,10 @@ class Sequence:
     `block_table` is an int array (4 bytes an entry) rather than a list of Python ints (36
     bytes an entry once ids pass 256): it is the per-token-block cost of every running request.
 
+    `forked`: a fork shared this sequence's blocks, so its partially filled last block may be
+    shared and an append must check its ref_count (copy-on-write). A sequence never forked
+    cannot share that block (prefix hits share full blocks only), so its appends skip the check.
+
     Prefix-caching fields (unused when caching is off):
     - `token_ids`: the known contents, a prefix of the sequence. Appending a bare token count
       stops recording (`recording = False`): later blocks have unknown contents and are never
@@ -28,6 +32,7 @@ class Sequence:
     __slots__ = (
         "block_table",
         "died_at",
+        "forked",
         "frontier",
         "frontier_hash",
         "num_tokens",
@@ -43,3 +48,4 @@ class Sequence:
         self.frontier = 0
         self.frontier_hash = b""
         self.died_at: int | None = None
+        self.forked = False
