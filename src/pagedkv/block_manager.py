@@ -130,9 +130,10 @@ class BlockManager:
     def cached_prefix(self, token_ids: SequenceABC[int]) -> int:
         """How many leading tokens of `token_ids` `allocate` would find in the prefix cache now (whole
         blocks; 0 without prefix caching). Allocates nothing: a scheduler asks it to size a prompt chunk."""
-        if self._cache is None:
+        cache = self._cache
+        if cache is None:
             return 0
-        return len(self._cache.match(list(token_ids)).blocks) * self.block_size
+        return len(cache.match(cache.lookup(token_ids)).blocks) * self.block_size
 
     def allocate(self, seq_id: Hashable, tokens: Tokens) -> int:
         """Give a new sequence blocks for all its tokens (its prompt).
@@ -152,11 +153,11 @@ class BlockManager:
                 f"{max(available, 0)} are available ({self._watermark_blocks} kept as watermark); "
                 "wait for sequences to finish, preempt one, or use a larger pool"
             )
-        if lookup is None or match is None:
+        cache = self._cache
+        if cache is None or lookup is None or match is None:
             seq = self._seqs[seq_id] = Sequence(num_tokens, None)
             seq.block_table.extend(self._take(-(-num_tokens // self.block_size)))
             return 0
-        cache = self._cache
         cache.forget(lookup)
         seq = Sequence(num_tokens, lookup.token_ids)
         table = seq.block_table
@@ -210,9 +211,10 @@ class BlockManager:
                 seq.token_ids.append(token)
                 if offset == self.block_size - 1:  # the block is full: `PrefixCache.on_filled`, inlined
                     cache = self._cache
-                    cache.block_is_cached[seq.block_table[-1]] = 1
-                    if seq.frontier == length // self.block_size:
-                        cache.generation += 1
+                    if cache is not None:  # always, while recording
+                        cache.block_is_cached[seq.block_table[-1]] = 1
+                        if seq.frontier == length // self.block_size:
+                            cache.generation += 1
         return []
 
     def append_batch(
@@ -223,48 +225,60 @@ class BlockManager:
         One call per engine step instead of one per sequence: the capacity check and the
         free-list pops are done once for the whole batch.
         """
-        seqs = [self._get(seq_id) for seq_id in seq_ids]
+        by_id = self._seqs
+        try:
+            seqs = [by_id[seq_id] for seq_id in seq_ids]
+        except KeyError:
+            seqs = [self._get(seq_id) for seq_id in seq_ids]  # raises UnknownSequence, naming the id
         if len(set(map(id, seqs))) != len(seqs):
             raise InvalidArgument("append_batch: seq_ids must be distinct; call append for several tokens")
         if token_ids is not None and len(token_ids) != len(seqs):
             raise InvalidArgument(f"append_batch: {len(seqs)} sequences but {len(token_ids)} token ids")
+        needed = self._blocks_for_batch(seqs)
+        if needed > self._free.num_free:
+            raise OutOfBlocks(
+                f"append_batch of {len(seqs)} sequences needs {needed} free blocks, "
+                f"{self._free.num_free} free; preempt a sequence and retry"
+            )
+        size, ref_count, cache = self.block_size, self._ref_count, self._cache
+        copies = []
+        fresh = iter(self._take(needed))
+        for i, seq in enumerate(seqs):
+            length = seq.num_tokens
+            offset = length % size
+            if offset == 0:
+                seq.block_table.append(next(fresh))
+            elif seq.forked and ref_count[seq.block_table[-1]] > 1:
+                table, dst = seq.block_table, next(fresh)
+                copies.append((table[-1], dst))
+                ref_count[table[-1]] -= 1
+                table[-1] = dst
+            seq.num_tokens = length + 1
+            if seq.recording:
+                if token_ids is None:
+                    seq.recording = False
+                else:
+                    seq.token_ids.append(token_ids[i])
+                    if offset == size - 1 and cache is not None:
+                        cache.on_filled(seq, length // size, length // size + 1)
+        self._cow_copies += len(copies)
+        return copies
+
+    def _blocks_for_batch(self, seqs: list[Sequence]) -> int:
+        """Free blocks one more token for each of `seqs` takes: boundaries crossed, plus copies of shared
+        partially filled blocks by every holder but the last one to write."""
         size, ref_count = self.block_size, self._ref_count
         needed = 0
         copied_away: dict[int, int] = {}  # shared block -> holders earlier in the batch that copy it
         for seq in seqs:
             if seq.num_tokens % size == 0:
                 needed += 1
-                continue
-            last = seq.block_table[-1]
-            if ref_count[last] > 1 and ref_count[last] - copied_away.get(last, 0) > 1:
-                copied_away[last] = copied_away.get(last, 0) + 1
-                needed += 1
-        if needed > self._free.num_free:
-            raise OutOfBlocks(
-                f"append_batch of {len(seqs)} sequences needs {needed} free blocks, "
-                f"{self._free.num_free} free; preempt a sequence and retry"
-            )
-        copies = []
-        fresh = iter(self._take(needed))
-        for i, seq in enumerate(seqs):
-            table = seq.block_table
-            if seq.num_tokens % size == 0:
-                table.append(next(fresh))
-            elif ref_count[table[-1]] > 1:
-                dst = next(fresh)
-                copies.append((table[-1], dst))
-                ref_count[table[-1]] -= 1
-                table[-1] = dst
-            seq.num_tokens += 1
-            if seq.recording:
-                if token_ids is None:
-                    seq.recording = False
-                else:
-                    seq.token_ids.append(token_ids[i])
-                    if seq.num_tokens % size == 0:
-                        self._cache.on_filled(seq, len(table) - 1, len(table))
-        self._cow_copies += len(copies)
-        return copies
+            elif seq.forked:
+                last = seq.block_table[-1]
+                if ref_count[last] - copied_away.get(last, 0) > 1:
+                    copied_away[last] = copied_away.get(last, 0) + 1
+                    needed += 1
+        return needed
 
     # ----------------------------------------------------------------- sharing and release
 
@@ -278,7 +292,7 @@ class BlockManager:
         parent = self._get(parent_id)
         if child_id in self._seqs:
             raise DuplicateSequence(f"fork target {child_id!r} is already allocated; pick a new id")
-        child = Sequence(parent.num_tokens, None if parent.token_ids is None else list(parent.token_ids))
+        child = Sequence(parent.num_tokens, list(parent.token_ids))
         child.recording = parent.recording
         parent.forked = child.forked = True
         child.block_table = array("i", parent.block_table)
@@ -286,7 +300,7 @@ class BlockManager:
         for block in parent.block_table:
             ref_count[block] += 1
         self._seqs[child_id] = child
-        if parent.token_ids is not None:
+        if self._cache is not None and parent.token_ids:
             self._cache.fork(parent, child)
 
     def free(self, seq_id: Hashable) -> None:
@@ -429,13 +443,11 @@ class BlockManager:
             if tokens < 1:
                 raise InvalidArgument(f"token count must be >= 1, got {tokens}")
             return tokens, None
-        if type(tokens) in (list, tuple) or (
-            isinstance(tokens, SequenceABC) and not isinstance(tokens, (str, bytes))
-        ):
-            if not tokens:
-                raise InvalidArgument("token id list is empty; pass at least one token")
-            return len(tokens), tokens
-        raise InvalidArgument(f"tokens must be a list of token ids or a positive count, got {tokens!r}")
+        if isinstance(tokens, (bool, str, bytes)) or not isinstance(tokens, SequenceABC):
+            raise InvalidArgument(f"tokens must be a list of token ids or a positive count, got {tokens!r}")
+        if not tokens:
+            raise InvalidArgument("token id list is empty; pass at least one token")
+        return len(tokens), tokens
 
     def _plan_allocation(
         self, num_tokens: int, token_ids: SequenceABC[int] | None
@@ -525,7 +537,7 @@ class BlockManager:
             return
         seq.token_ids.extend(token_ids)
         first, end = old_length // self.block_size, seq.num_tokens // self.block_size
-        if end > first:
+        if end > first and self._cache is not None:
             self._cache.on_filled(seq, first, end)
 
 

@@ -147,7 +147,7 @@ class PrefixCache:
         self.block_is_cached = bytearray(num_blocks)
 
     def lookup(self, token_ids: SequenceABC[int]) -> Lookup:
-        """This prompt's remembered hashes, or a new (validated) record of it; see the module docstring."""
+        """This prompt's remembered hashes, or a new record of it (with a private copy of its ids)."""
         ids = token_ids if type(token_ids) is list else list(token_ids)
         recent = self._recent
         for i, known in enumerate(recent):
@@ -266,7 +266,7 @@ class PrefixCache:
     def _unmap(self, block: int, digest: bytes) -> None:
         """Drop `block` from the index; a duplicate holding the same contents takes its place."""
         self.generation += 1
-        duplicates = self._duplicates.get(digest)
+        duplicates = self._duplicates.get(digest, [])
         if self.hash_to_block[digest] != block:
             duplicates.remove(block)
         elif duplicates:

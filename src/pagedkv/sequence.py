@@ -20,9 +20,9 @@ class Sequence:
     cannot share that block (prefix hits share full blocks only), so its appends skip the check.
 
     Prefix-caching fields (unused when caching is off):
-    - `token_ids`: the known contents, a prefix of the sequence. Appending a bare token count
-      stops recording (`recording = False`): later blocks have unknown contents and are never
-      cached.
+    - `token_ids`: the known contents, a prefix of the sequence (empty when it was allocated by
+      count). Appending a bare token count stops recording (`recording = False`): later blocks
+      have unknown contents and are never cached.
     - `frontier`: blocks `0 .. frontier-1` have had their chained hash computed;
       `frontier_hash` is the hash of block `frontier-1` (the chain's root when 0).
     - `died_at`: the manager's clock when the sequence was freed (None while alive). A block of
@@ -43,7 +43,7 @@ class Sequence:
     def __init__(self, num_tokens: int, token_ids: list[int] | None) -> None:
         self.block_table = array("i")
         self.num_tokens = num_tokens
-        self.token_ids = token_ids
+        self.token_ids: list[int] = [] if token_ids is None else token_ids
         self.recording = token_ids is not None
         self.frontier = 0
         self.frontier_hash = b""

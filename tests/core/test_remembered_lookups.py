@@ -138,3 +138,18 @@ def test_a_retry_finds_a_block_filled_since_by_appends() -> None:
     assert bm.allocate("r", prompt) == 8  # as if a's block had been hashed the moment it filled
     assert bm.block_table("r") == [0, 1, 5]
     bm.check_invariants()
+
+
+def test_cached_prefix_changes_nothing_and_its_hashes_serve_the_allocation() -> None:
+    bm = cached(8)
+    bm.allocate("a", SYSTEM)  # [0, 1, 2]
+    prompt = SYSTEM[:8] + new_content(1, 6)
+    free_before = bm.free_block_ids()
+    assert bm.cached_prefix(prompt) == 8
+    assert bm.free_block_ids() == free_before and len(bm) == 1
+    hashed = bm.stats.hashed_blocks
+    assert bm.can_allocate(prompt)
+    assert bm.allocate("b", prompt) == 8
+    assert bm.stats.hashed_blocks == hashed  # cached_prefix's lookup was remembered
+    assert BlockManager(8, B).cached_prefix(prompt) == 0
+    bm.check_invariants()
