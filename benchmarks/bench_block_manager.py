@@ -85,19 +85,22 @@ class Result(NamedTuple):
 
 
 def make_requests(shared_prefix: bool, seed: int = 0) -> list[Request]:
+    """Without a shared prefix: issue 2's trace, sample for sample."""
     rng = random.Random(seed)
 
     def ids(count: int) -> list[int]:
         return [rng.randrange(VOCAB) for _ in range(count)]
 
-    systems = [ids(rng.randint(100, 1500)) for _ in range(NUM_SYSTEM_PROMPTS)]
+    systems = [ids(rng.randint(100, 1500)) for _ in range(NUM_SYSTEM_PROMPTS)] if shared_prefix else []
     requests = []
     for _ in range(NUM_REQUESTS):
         if shared_prefix:
-            prompt = rng.choice(systems) + ids(rng.randint(50, 2500))
+            prompt_len, output_len = rng.randint(50, 2500), rng.randint(50, 500)
+            prompt = rng.choice(systems) + ids(prompt_len)
         else:
-            prompt = ids(rng.randint(200, 4000))
-        requests.append(Request(prompt, ids(rng.randint(50, 500))))
+            prompt_len, output_len = rng.randint(200, 4000), rng.randint(50, 500)
+            prompt = ids(prompt_len)
+        requests.append(Request(prompt, ids(output_len)))
     return requests
 
 
