@@ -44,6 +44,14 @@ class FreeBlockQueue:
         self._sentinel = n
         self.num_free = n
 
+    def __getstate__(self) -> tuple[array, array, int, int]:
+        """For `copy.deepcopy` and pickle: the arrays themselves (a memoryview cannot be copied)."""
+        return self._next.obj, self._prev.obj, self._sentinel, self.num_free  # type: ignore[return-value]
+
+    def __setstate__(self, state: tuple[array, array, int, int]) -> None:
+        nxt, prv, self._sentinel, self.num_free = state
+        self._next, self._prev = memoryview(nxt), memoryview(prv)
+
     def popleft(self) -> int:
         """Remove and return the head. The caller checked `num_free > 0`."""
         nxt, s = self._next, self._sentinel

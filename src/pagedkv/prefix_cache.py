@@ -146,6 +146,19 @@ class PrefixCache:
         # 1 for every full block with known contents, hashed yet or not: what a lookup can find.
         self.block_is_cached = bytearray(num_blocks)
 
+    def __getstate__(self) -> dict[str, object]:
+        """For `copy.deepcopy` and pickle: `popped_at` as its array (a memoryview cannot be copied), and
+        no `_pack_block` (a bound method of a `struct.Struct`; rebuilt from `block_size`)."""
+        state = {name: getattr(self, name) for name in self.__slots__ if name != "_pack_block"}
+        state["_popped_at"] = self._popped_at.obj
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._popped_at = memoryview(self._popped_at)
+        self._pack_block = struct.Struct(f"<{self.block_size}q").pack
+
     def lookup(self, token_ids: SequenceABC[int]) -> Lookup:
         """This prompt's remembered hashes, or a new record of it (with a private copy of its ids)."""
         ids = token_ids if type(token_ids) is list else list(token_ids)

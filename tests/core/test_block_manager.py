@@ -8,8 +8,11 @@ from outside by allocating one block at a time.
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 import random
+from collections.abc import Callable
 
 import pytest
 from reference import Reference, assert_matches, drain_free_list, stats_tuple
@@ -443,3 +446,27 @@ def test_sequence_ids_can_be_reused_after_free() -> None:
     bm.allocate(7, 5)
     assert bm.block_table(7) == [0, 1]
     assert bm.num_tokens(7) == 5
+
+
+@pytest.mark.parametrize("caching", [False, True], ids=["plain", "prefix-caching"])
+@pytest.mark.parametrize(
+    "clone", [copy.deepcopy, lambda bm: pickle.loads(pickle.dumps(bm))], ids=["deepcopy", "pickle"]
+)
+def test_a_copied_manager_is_independent_and_behaves_the_same(caching: bool, clone: Callable) -> None:
+    # `pagedkv watch` deep-copies caches, manager included, to replay a run
+    bm = BlockManager(num_blocks=16, block_size=4, enable_prefix_caching=caching)
+    bm.allocate("a", list(range(10)))
+    bm.fork("a", "b")
+    bm.append("b", [5])
+    bm.free("a")
+    twin = clone(bm)
+    twin.check_invariants()
+    assert twin.free_block_ids() == bm.free_block_ids() and twin.stats == bm.stats
+    for manager in (bm, twin):
+        manager.allocate("c", list(range(12)))
+        manager.append("b", [6, 7, 8])
+    assert twin.block_table("c") == bm.block_table("c") and twin.free_block_ids() == bm.free_block_ids()
+    assert twin.stats == bm.stats
+    twin.free("b")
+    assert "b" in bm
+    bm.check_invariants()
