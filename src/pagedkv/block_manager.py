@@ -15,12 +15,25 @@ Invariants (verified by `check_invariants`):
 
 Every mutating method checks capacity *before* it changes anything, so `OutOfBlocks` (and
 every other error) leaves the manager exactly as it was: no rollback code exists.
+
+Free order (vLLM V1's `BlockPool.free_blocks`): a sequence releases its blocks last block first. A
+released block whose contents a prefix lookup could still find (a full block of known token ids)
+joins the free-list tail, so cached blocks are evicted least recently freed first and a sequence's
+last blocks before its first ones, which other prompts are likelier to share. Every other released
+block (a partly filled last block, contents given as a bare count, or prefix caching off) joins
+the head and is reused first: reusing it loses no cached contents, and reusing recently touched
+blocks first keeps the working set small.
+
+Hot path: `append` of one token to one sequence is by far the most frequent call (one per
+sequence per decode step), so it is handled inline, with the same checks, errors and atomicity as
+the general path it falls back to (several tokens, a copy-on-write, or anything unusual).
 """
 
 from __future__ import annotations
 
+import os
 from array import array
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
 
@@ -32,11 +45,16 @@ from pagedkv.errors import (
     UnknownSequence,
 )
 from pagedkv.free_block_queue import FreeBlockQueue
-from pagedkv.prefix_cache import PrefixCache, PrefixMatch
+from pagedkv.prefix_cache import Lookup, PrefixCache, PrefixMatch
 from pagedkv.sequence import Sequence
 
 Tokens = SequenceABC[int] | int
 """Token ids, or a bare count when contents do not matter (such blocks are never cached)."""
+
+BYTES_PER_BLOCK = 8
+"""The manager's own per-block state: `ref_count`, one list slot (plus the free list's and the cache's)."""
+MAX_BLOCKS = 2**31 - 1
+"""Block ids, and the free list's sentinel, are C ints."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +71,8 @@ class Stats:
     """Copy-on-write block copies handed back by `append`."""
     allocated_blocks: int
     """Blocks taken from the free list for new contents (including copies)."""
+    hashed_blocks: int = 0
+    """Block hashes (sha256) computed, by prefix lookups and lazy publication together."""
 
     @property
     def hit_rate(self) -> float:
@@ -83,12 +103,16 @@ class BlockManager:
             raise InvalidArgument(f"block_size must be an integer >= 1, got {block_size!r}")
         if not 0.0 <= watermark < 1.0:
             raise InvalidArgument(f"watermark must be in [0, 1), got {watermark!r}")
+        _check_pool_fits(num_blocks, enable_prefix_caching)
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self.watermark = watermark
         self._watermark_blocks = int(watermark * num_blocks)
-        self._ref_count = array("i", [0]) * num_blocks
+        # A list, not an int array: ref counts are small ints (CPython shares one object for each
+        # of -5..256), so a slot costs 8 bytes, and list indexing is several times faster than
+        # array indexing on every free, allocation and copy-on-write check.
+        self._ref_count = [0] * num_blocks
         self._free = FreeBlockQueue(num_blocks)
         self._seqs: dict[Hashable, Sequence] = {}
         self._cache = PrefixCache(num_blocks, block_size) if enable_prefix_caching else None
@@ -100,15 +124,16 @@ class BlockManager:
     def can_allocate(self, tokens: Tokens) -> bool:
         """Whether `allocate` of these tokens would succeed now. Changes nothing."""
         num_tokens, token_ids = self._parse(tokens)
-        needed, _ = self._plan_allocation(num_tokens, token_ids)
+        needed, _, _ = self._plan_allocation(num_tokens, token_ids)
         return needed <= self._free.num_free - self._watermark_blocks
 
     def cached_prefix(self, token_ids: SequenceABC[int]) -> int:
         """How many leading tokens of `token_ids` `allocate` would find in the prefix cache now (whole
         blocks; 0 without prefix caching). Allocates nothing: a scheduler asks it to size a prompt chunk."""
-        if self._cache is None:
+        cache = self._cache
+        if cache is None:
             return 0
-        return len(self._cache.match(list(token_ids)).blocks) * self.block_size
+        return len(cache.match(cache.lookup(token_ids)).blocks) * self.block_size
 
     def allocate(self, seq_id: Hashable, tokens: Tokens) -> int:
         """Give a new sequence blocks for all its tokens (its prompt).
@@ -120,7 +145,7 @@ class BlockManager:
         if seq_id in self._seqs:
             raise DuplicateSequence(f"sequence {seq_id!r} is already allocated; free it or pick a new id")
         num_tokens, token_ids = self._parse(tokens)
-        needed, match = self._plan_allocation(num_tokens, token_ids)
+        needed, lookup, match = self._plan_allocation(num_tokens, token_ids)
         available = self._free.num_free - self._watermark_blocks
         if needed > available:
             raise OutOfBlocks(
@@ -128,20 +153,23 @@ class BlockManager:
                 f"{max(available, 0)} are available ({self._watermark_blocks} kept as watermark); "
                 "wait for sequences to finish, preempt one, or use a larger pool"
             )
-        seq = Sequence(num_tokens, list(token_ids) if match is not None else None)
+        cache = self._cache
+        if cache is None or lookup is None or match is None:
+            seq = self._seqs[seq_id] = Sequence(num_tokens, None)
+            seq.block_table.extend(self._take(-(-num_tokens // self.block_size)))
+            return 0
+        cache.forget(lookup)
+        seq = Sequence(num_tokens, lookup.token_ids)
         table = seq.block_table
-        if match is not None:
-            self._reuse_cached(match.blocks)
-            table.extend(match.blocks)
+        self._reuse_cached(match.blocks)
+        table.extend(match.blocks)
         table.extend(self._take(-(-num_tokens // self.block_size) - len(table)))
         self._seqs[seq_id] = seq
-        if match is None:
-            return 0
         hit_tokens = len(match.blocks) * self.block_size
         self._queried_tokens += num_tokens
         self._hit_tokens += hit_tokens
-        self._cache.on_filled(table[len(match.blocks) : num_tokens // self.block_size])
-        self._cache.start(seq, match)
+        cache.on_filled(seq, len(match.blocks), num_tokens // self.block_size)
+        cache.start(seq, match)
         return hit_tokens
 
     # ----------------------------------------------------------------- decoding
@@ -153,26 +181,41 @@ class BlockManager:
         shared, partially filled last block first copies it (copy-on-write): the caller must
         copy the KV of `src_block` into `dst_block` before writing the new tokens.
         """
-        seq = self._get(seq_id)
-        num_new, token_ids = (tokens, None) if type(tokens) is int and tokens > 0 else self._parse(tokens)
-        size, table, ref_count = self.block_size, seq.block_table, self._ref_count
+        try:
+            seq = self._seqs[seq_id]
+        except KeyError:
+            raise UnknownSequence(f"no sequence {seq_id!r} (never allocated, or already freed)") from None
+        # The fast path: one token (an id, or the count 1), no copy-on-write.
+        if type(tokens) is list:
+            try:
+                (token,) = tokens
+            except ValueError:
+                return self._append(seq_id, seq, tokens)
+        elif type(tokens) is int and tokens == 1:
+            token = None
+        else:
+            return self._append(seq_id, seq, tokens)
         length = seq.num_tokens
-        cow = length % size != 0 and ref_count[table[-1]] > 1
-        needed = -(-(length + num_new) // size) - len(table) + cow
-        if needed > self._free.num_free:
-            raise OutOfBlocks(
-                f"append({seq_id!r}, {num_new} tokens) needs {needed} free blocks, "
-                f"{self._free.num_free} free; preempt a sequence (free it or swap it out) and retry"
-            )
-        copies = []
-        if cow:
-            copies.append(self._copy_on_write(table))
-        if needed > cow:
-            table.extend(self._take(needed - cow))
-        seq.num_tokens = length + num_new
+        offset = length % self.block_size
+        if offset == 0:
+            if not self._free.num_free:
+                raise OutOfBlocks(self._no_room_to_append(seq_id, 1, 1))
+            seq.block_table.append(self._take_one())
+        elif seq.forked and self._ref_count[seq.block_table[-1]] > 1:
+            return self._append(seq_id, seq, tokens)
+        seq.num_tokens = length + 1
         if seq.recording:
-            self._record(seq, token_ids, length)
-        return copies
+            if token is None:
+                seq.recording = False
+            else:
+                seq.token_ids.append(token)
+                if offset == self.block_size - 1:  # the block is full: `PrefixCache.on_filled`, inlined
+                    cache = self._cache
+                    if cache is not None:  # always, while recording
+                        cache.block_is_cached[seq.block_table[-1]] = 1
+                        if seq.frontier == length // self.block_size:
+                            cache.generation += 1
+        return []
 
     def append_batch(
         self, seq_ids: SequenceABC[Hashable], token_ids: SequenceABC[int] | None = None
@@ -182,48 +225,60 @@ class BlockManager:
         One call per engine step instead of one per sequence: the capacity check and the
         free-list pops are done once for the whole batch.
         """
-        seqs = [self._get(seq_id) for seq_id in seq_ids]
+        by_id = self._seqs
+        try:
+            seqs = [by_id[seq_id] for seq_id in seq_ids]
+        except KeyError:
+            seqs = [self._get(seq_id) for seq_id in seq_ids]  # raises UnknownSequence, naming the id
         if len(set(map(id, seqs))) != len(seqs):
             raise InvalidArgument("append_batch: seq_ids must be distinct; call append for several tokens")
         if token_ids is not None and len(token_ids) != len(seqs):
             raise InvalidArgument(f"append_batch: {len(seqs)} sequences but {len(token_ids)} token ids")
+        needed = self._blocks_for_batch(seqs)
+        if needed > self._free.num_free:
+            raise OutOfBlocks(
+                f"append_batch of {len(seqs)} sequences needs {needed} free blocks, "
+                f"{self._free.num_free} free; preempt a sequence and retry"
+            )
+        size, ref_count, cache = self.block_size, self._ref_count, self._cache
+        copies = []
+        fresh = iter(self._take(needed))
+        for i, seq in enumerate(seqs):
+            length = seq.num_tokens
+            offset = length % size
+            if offset == 0:
+                seq.block_table.append(next(fresh))
+            elif seq.forked and ref_count[seq.block_table[-1]] > 1:
+                table, dst = seq.block_table, next(fresh)
+                copies.append((table[-1], dst))
+                ref_count[table[-1]] -= 1
+                table[-1] = dst
+            seq.num_tokens = length + 1
+            if seq.recording:
+                if token_ids is None:
+                    seq.recording = False
+                else:
+                    seq.token_ids.append(token_ids[i])
+                    if offset == size - 1 and cache is not None:
+                        cache.on_filled(seq, length // size, length // size + 1)
+        self._cow_copies += len(copies)
+        return copies
+
+    def _blocks_for_batch(self, seqs: list[Sequence]) -> int:
+        """Free blocks one more token for each of `seqs` takes: boundaries crossed, plus copies of shared
+        partially filled blocks by every holder but the last one to write."""
         size, ref_count = self.block_size, self._ref_count
         needed = 0
         copied_away: dict[int, int] = {}  # shared block -> holders earlier in the batch that copy it
         for seq in seqs:
             if seq.num_tokens % size == 0:
                 needed += 1
-                continue
-            last = seq.block_table[-1]
-            if ref_count[last] > 1 and ref_count[last] - copied_away.get(last, 0) > 1:
-                copied_away[last] = copied_away.get(last, 0) + 1
-                needed += 1
-        if needed > self._free.num_free:
-            raise OutOfBlocks(
-                f"append_batch of {len(seqs)} sequences needs {needed} free blocks, "
-                f"{self._free.num_free} free; preempt a sequence and retry"
-            )
-        copies = []
-        fresh = iter(self._take(needed))
-        for i, seq in enumerate(seqs):
-            table = seq.block_table
-            if seq.num_tokens % size == 0:
-                table.append(next(fresh))
-            elif ref_count[table[-1]] > 1:
-                dst = next(fresh)
-                copies.append((table[-1], dst))
-                ref_count[table[-1]] -= 1
-                table[-1] = dst
-            seq.num_tokens += 1
-            if seq.recording:
-                if token_ids is None:
-                    seq.recording = False
-                else:
-                    seq.token_ids.append(token_ids[i])
-                    if seq.num_tokens % size == 0:
-                        self._cache.on_filled((table[-1],))
-        self._cow_copies += len(copies)
-        return copies
+            elif seq.forked:
+                last = seq.block_table[-1]
+                if ref_count[last] - copied_away.get(last, 0) > 1:
+                    copied_away[last] = copied_away.get(last, 0) + 1
+                    needed += 1
+        return needed
 
     # ----------------------------------------------------------------- sharing and release
 
@@ -237,35 +292,37 @@ class BlockManager:
         parent = self._get(parent_id)
         if child_id in self._seqs:
             raise DuplicateSequence(f"fork target {child_id!r} is already allocated; pick a new id")
-        child = Sequence(parent.num_tokens, None if parent.token_ids is None else list(parent.token_ids))
+        child = Sequence(parent.num_tokens, list(parent.token_ids))
         child.recording = parent.recording
+        parent.forked = child.forked = True
         child.block_table = array("i", parent.block_table)
         ref_count = self._ref_count
         for block in parent.block_table:
             ref_count[block] += 1
         self._seqs[child_id] = child
-        if parent.token_ids is not None:
+        if self._cache is not None and parent.token_ids:
             self._cache.fork(parent, child)
 
     def free(self, seq_id: Hashable) -> None:
         """Drop a sequence; blocks whose ref_count reaches 0 return to the free list.
 
-        Blocks are released tail-first (last logical block first), so with prefix caching the
-        LRU evicts a sequence's last blocks before its first ones, which other prompts are
-        more likely to share.
+        Last block first; cached blocks (full, known contents) join the tail, the others the head
+        (see the module docstring for this order and why).
         """
         seq = self._seqs.pop(seq_id, None)
         if seq is None:
             raise UnknownSequence(f"free({seq_id!r}): no such sequence (never allocated, or already freed)")
-        ref_count = self._ref_count
-        released = []
-        for block in reversed(seq.block_table):
+        ref_count, table = self._ref_count, seq.block_table
+        for block in table:
             ref_count[block] -= 1
-            if ref_count[block] == 0:
-                released.append(block)
-        self._free.extend(released)
-        if self._cache is not None:
-            self._cache.on_free(seq)
+        released = [block for block in reversed(table) if not ref_count[block]]
+        if self._cache is None:
+            self._free.prepend(released)
+            return
+        is_cached = self._cache.block_is_cached
+        self._free.prepend([block for block in released if not is_cached[block]])
+        self._free.extend([block for block in released if is_cached[block]])
+        self._cache.on_free(seq)
 
     def reset_prefix_cache(self) -> bool:
         """Forget every cached hash. Refused (returns False, changes nothing) while any sequence is alive."""
@@ -330,6 +387,7 @@ class BlockManager:
             evicted_blocks=self._evicted_blocks,
             cow_copies=self._cow_copies,
             allocated_blocks=self._allocated_blocks,
+            hashed_blocks=0 if self._cache is None else self._cache.hashed_blocks,
         )
 
     def free_block_ids(self) -> list[int]:
@@ -360,7 +418,7 @@ class BlockManager:
                 raise InvariantViolation(f"sequence {seq_id!r}: token ids out of step with its length")
             for block in seq.block_table:
                 holders[block] += 1
-        if list(self._ref_count) != holders:
+        if self._ref_count != holders:
             wrong = next(b for b in range(self.num_blocks) if self._ref_count[b] != holders[b])
             raise InvariantViolation(
                 f"block {wrong}: ref_count {self._ref_count[wrong]} but {holders[wrong]} block-table entries"
@@ -385,18 +443,17 @@ class BlockManager:
             if tokens < 1:
                 raise InvalidArgument(f"token count must be >= 1, got {tokens}")
             return tokens, None
-        if type(tokens) in (list, tuple) or (
-            isinstance(tokens, SequenceABC) and not isinstance(tokens, (str, bytes))
-        ):
-            if not tokens:
-                raise InvalidArgument("token id list is empty; pass at least one token")
-            return len(tokens), tokens
-        raise InvalidArgument(f"tokens must be a list of token ids or a positive count, got {tokens!r}")
+        if isinstance(tokens, (bool, str, bytes)) or not isinstance(tokens, SequenceABC):
+            raise InvalidArgument(f"tokens must be a list of token ids or a positive count, got {tokens!r}")
+        if not tokens:
+            raise InvalidArgument("token id list is empty; pass at least one token")
+        return len(tokens), tokens
 
     def _plan_allocation(
         self, num_tokens: int, token_ids: SequenceABC[int] | None
-    ) -> tuple[int, PrefixMatch | None]:
-        """Blocks the free list must give up, and the cached prefix (None without caching).
+    ) -> tuple[int, Lookup | None, PrefixMatch | None]:
+        """Blocks the free list must give up, the prompt's lookup and its cached prefix (None, None
+        without caching).
 
         Cached hits held by live sequences cost nothing; cached hits sitting on the free list
         cost one each, since they leave it. Counting them here is what guarantees that taking
@@ -404,17 +461,17 @@ class BlockManager:
         """
         num_blocks = -(-num_tokens // self.block_size)
         if token_ids is None or self._cache is None:
-            return num_blocks, None
-        match = self._cache.match(token_ids)
+            return num_blocks, None, None
+        lookup = self._cache.lookup(token_ids)
+        match = self._cache.match(lookup)
         ref_count = self._ref_count
-        revived = sum(1 for block in match.blocks if ref_count[block] == 0)
-        return num_blocks - len(match.blocks) + revived, match
+        revived = [ref_count[block] for block in match.blocks].count(0)
+        return num_blocks - len(match.blocks) + revived, lookup, match
 
-    def _reuse_cached(self, blocks: Iterable[int]) -> None:
+    def _reuse_cached(self, blocks: list[int]) -> None:
         ref_count = self._ref_count
+        self._free.remove_all([block for block in blocks if not ref_count[block]])
         for block in blocks:
-            if ref_count[block] == 0:
-                self._free.remove(block)
             ref_count[block] += 1
 
     def _take(self, count: int) -> list[int]:
@@ -429,6 +486,41 @@ class BlockManager:
         if self._cache is not None:
             self._evicted_blocks += self._cache.on_reuse(blocks)
         return blocks
+
+    def _take_one(self) -> int:
+        """`_take(1)` for the hot path. The caller checked that a block is free."""
+        block = self._free.popleft()
+        self._ref_count[block] = 1
+        self._allocated_blocks += 1
+        cache = self._cache
+        if cache is not None and cache.block_is_cached[block]:  # else `on_reuse` has nothing to do
+            self._evicted_blocks += cache.on_reuse((block,))
+        return block
+
+    def _append(self, seq_id: Hashable, seq: Sequence, tokens: Tokens) -> list[tuple[int, int]]:
+        """`append`'s general path: any number of tokens, copy-on-write, every check."""
+        num_new, token_ids = self._parse(tokens)
+        size, table = self.block_size, seq.block_table
+        length = seq.num_tokens
+        cow = length % size != 0 and self._ref_count[table[-1]] > 1
+        needed = -(-(length + num_new) // size) - len(table) + cow
+        if needed > self._free.num_free:
+            raise OutOfBlocks(self._no_room_to_append(seq_id, num_new, needed))
+        copies = []
+        if cow:
+            copies.append(self._copy_on_write(table))
+        if needed > cow:
+            table.extend(self._take(needed - cow))
+        seq.num_tokens = length + num_new
+        if seq.recording:
+            self._record(seq, token_ids, length)
+        return copies
+
+    def _no_room_to_append(self, seq_id: Hashable, num_new: int, needed: int) -> str:
+        return (
+            f"append({seq_id!r}, {num_new} tokens) needs {needed} free blocks, "
+            f"{self._free.num_free} free; preempt a sequence (free it or swap it out) and retry"
+        )
 
     def _copy_on_write(self, table: array) -> tuple[int, int]:
         src = table[-1]
@@ -445,5 +537,42 @@ class BlockManager:
             return
         seq.token_ids.extend(token_ids)
         first, end = old_length // self.block_size, seq.num_tokens // self.block_size
-        if end > first:
-            self._cache.on_filled(seq.block_table[first:end])
+        if end > first and self._cache is not None:
+            self._cache.on_filled(seq, first, end)
+
+
+def _check_pool_fits(num_blocks: int, enable_prefix_caching: bool) -> None:
+    """Refuse, before allocating anything, a pool whose arrays this machine cannot hold."""
+    per_block = BYTES_PER_BLOCK + FreeBlockQueue.BYTES_PER_BLOCK
+    if enable_prefix_caching:
+        per_block += PrefixCache.BYTES_PER_BLOCK
+    need = per_block * num_blocks
+    memory = _physical_memory()
+    if memory is not None and need > memory:
+        raise InvalidArgument(
+            f"num_blocks={num_blocks:,} needs {_size(need)} for its block arrays ({per_block} bytes per "
+            f"block x {num_blocks:,} blocks), more than this machine's {_size(memory)} of memory; "
+            "use fewer blocks"
+        )
+    if num_blocks > MAX_BLOCKS:
+        raise InvalidArgument(
+            f"num_blocks={num_blocks:,} is more than the {MAX_BLOCKS:,} block ids a C int holds "
+            f"(it would need {_size(need)}, {per_block} bytes per block); use fewer blocks"
+        )
+
+
+def _size(num_bytes: float) -> str:
+    unit = "B"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if num_bytes < 1024:
+            break
+        num_bytes, unit = num_bytes / 1024, larger
+    return f"{num_bytes:,.1f} {unit}"
+
+
+def _physical_memory() -> int | None:
+    """Bytes of physical memory, or None where the OS does not say (no check is made then)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None

@@ -1,11 +1,11 @@
 """Prefix caching: full blocks addressed by a chained hash of their contents, hashed lazily.
 
 A full block's hash chains its parent's: ``h_i = sha256(h_{i-1} || token ids of block i)``, with
-``h_{-1} = b""``. Equal hashes therefore mean equal *prefixes*, not just equal blocks, which
-is what makes a block's KV reusable (keys and values depend on every earlier token). sha256
-is vLLM's default for the same reason we use it: a collision would silently serve another
-prompt's KV, so a 256-bit cryptographic hash is worth its ~0.5 µs; Python's `hash()` is 64
-bits and salted per process.
+``h_{-1} = b""`` and the ids as little-endian int64. Equal hashes therefore mean equal *prefixes*,
+not just equal blocks, which is what makes a block's KV reusable (keys and values depend on every
+earlier token). sha256 is vLLM's default for the same reason we use it: a collision would silently
+serve another prompt's KV, so a 256-bit cryptographic hash is worth its ~0.5 µs; Python's `hash()`
+is 64 bits and salted per process.
 
 Laziness ("hash only what a lookup can use"): hashing every block the moment it fills costs
 about 1 µs a block and most blocks are never looked up. A lookup walks the chain from the
@@ -17,30 +17,77 @@ next block of every continuation filed under ``h``. Each block is hashed at most
 when a lookup could match it. Allocation publishes the block where its own lookup missed (the
 hash was computed anyway), so unrelated prompts cost one hash each.
 
+Remembered lookups: a request that does not fit is asked about again at every scheduler step
+(``can_allocate``, then ``allocate`` once it fits). A prompt's hashes depend on its tokens only,
+never on what the cache holds, so the last few prompts looked up keep theirs (`Lookup`); asking
+again re-walks the index with them, which costs a dict lookup a block instead of a sha256, and
+stays exact however the cache changed in between (the walk, not the hashes, decides the hit).
+A lookup also keeps its last result and the cache's `generation` then; `generation` moves with
+everything a walk reads (the index, the continuations filed, a block filling at a continuation's
+frontier), so an unchanged generation means the walk would find exactly the same, and is skipped.
+
 Invariants:
 - ``hash_to_block[h] == b`` implies ``block_hash[b] == h`` and block ``b`` holds the prefix
   whose chained hash is ``h`` (checked against the publishing sequence's token ids).
 - a sequence's blocks ``0 .. frontier-1`` are published (have a ``block_hash``).
 - a freed block keeps its contents, and stays findable, until it is popped for new contents
   (`on_reuse`), which drops its hash.
+
+Token ids are hashed as little-endian int64, and only when a lookup reaches their block (checking
+every id up front would cost more than the rest of an allocation). A lookup whose own block holds
+anything else raises `InvalidArgument` naming it, before anything changes; a sequence block holding
+such an id is never published, and the sequence stops recording there, so no later call fails
+because of it.
 """
 
 from __future__ import annotations
 
+import struct
 from array import array
 from collections.abc import Iterable
+from collections.abc import Sequence as SequenceABC
 from hashlib import sha256
 from typing import NamedTuple
 
-from pagedkv.errors import InvariantViolation
+from pagedkv.errors import InvalidArgument, InvariantViolation
 from pagedkv.sequence import Sequence
 
 ROOT = b""
+RECENT_LOOKUPS = 4
+"""Prompts whose block hashes are remembered (a scheduler retries the head of its queue)."""
+BLOCK_ERRORS = (struct.error, TypeError)
+"""What packing a block raises for an id that is not an int64."""
 
 
-def hash_block(parent_hash: bytes, token_ids: list[int]) -> bytes:
-    """Chained content hash of one full block (see the module docstring for why sha256)."""
-    return sha256(parent_hash + array("q", token_ids).tobytes()).digest()
+def bad_token_id(token_ids: SequenceABC[object], offset: int) -> InvalidArgument:
+    """The error for the first id of `token_ids` that is not an int64 (`offset`: its block's position)."""
+    for position, token in enumerate(token_ids, offset):
+        if not (isinstance(token, int) and -(2**63) <= token < 2**63):
+            return InvalidArgument(
+                f"token id {token!r} at position {position} is not an int64; "
+                "pass integer token ids in [-2**63, 2**63)"
+            )
+    return InvalidArgument(f"token ids at position {offset} cannot be hashed: {list(token_ids)!r}")
+
+
+def hash_block(parent_hash: bytes, packed: bytes) -> bytes:
+    """Chained content hash of one full block, from its ids packed as int64 (see the module docstring)."""
+    return sha256(parent_hash + packed).digest()
+
+
+class Lookup:
+    """A prompt and the chained hashes of its first full blocks, kept across lookups of it."""
+
+    __slots__ = ("digests", "generation", "match", "token_ids")
+
+    def __init__(self, token_ids: list[int]) -> None:
+        self.token_ids = token_ids
+        """A private copy of the prompt; a sequence allocated with it takes it over."""
+        self.digests: list[bytes] = []
+        """``digests[i]``: chained hash of block ``i``, for as many blocks as a lookup has reached."""
+        self.match: PrefixMatch | None = None
+        """The last walk's result, valid while the cache's generation is still `generation`."""
+        self.generation = -1
 
 
 class PrefixMatch(NamedTuple):
@@ -57,20 +104,33 @@ class PrefixMatch(NamedTuple):
 class PrefixCache:
     """hash -> block map with lazy publication; owned and driven by `BlockManager`."""
 
+    BYTES_PER_BLOCK = 9
+    """`popped_at` (8) and `block_is_cached` (1); hashes cost only for blocks a lookup reached."""
+
     __slots__ = (
         "_duplicates",
+        "_pack_block",
         "_pending",
         "_popped_at",
+        "_recent",
         "_source",
         "block_hash",
         "block_is_cached",
         "block_size",
         "clock",
+        "generation",
         "hash_to_block",
+        "hashed_blocks",
     )
 
     def __init__(self, num_blocks: int, block_size: int) -> None:
         self.block_size = block_size
+        self._pack_block = struct.Struct(f"<{block_size}q").pack
+        self.hashed_blocks = 0
+        """sha256 block hashes computed (lookups and publication; a stat, see `Stats`)."""
+        self.generation = 0
+        """Moves whenever a lookup's walk could find something else (see the module docstring)."""
+        self._recent: list[Lookup] = []  # remembered lookups, most recently used last
         self.hash_to_block: dict[bytes, int] = {}
         self.block_hash: dict[int, bytes] = {}
         # Other blocks with the same contents as hash_to_block[h] (sequences that generated the
@@ -80,22 +140,71 @@ class PrefixCache:
         self._source: dict[int, tuple[Sequence, int]] = {}
         # Continuations waiting for a lookup to reach their frontier hash.
         self._pending: dict[bytes, list[tuple[Sequence, int]]] = {}
-        # clock: +1 at every free; popped_at[b]: the clock when b was last popped for new contents.
+        # clock: +1 at every free; popped_at[b]: the clock when b was last popped while cached.
         self.clock = 0
-        self._popped_at = array("q", [-1]) * num_blocks
+        self._popped_at = memoryview(array("q", [-1]) * num_blocks)  # see FreeBlockQueue: faster stores
         # 1 for every full block with known contents, hashed yet or not: what a lookup can find.
         self.block_is_cached = bytearray(num_blocks)
 
-    def match(self, token_ids: list[int]) -> PrefixMatch:
-        """Longest prefix of full blocks of `token_ids` present in the cache."""
-        size = self.block_size
+    def __getstate__(self) -> dict[str, object]:
+        """For `copy.deepcopy` and pickle: `popped_at` as its array (a memoryview cannot be copied), and
+        no `_pack_block` (a bound method of a `struct.Struct`; rebuilt from `block_size`)."""
+        state = {name: getattr(self, name) for name in self.__slots__ if name != "_pack_block"}
+        state["_popped_at"] = self._popped_at.obj
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._popped_at = memoryview(self._popped_at)
+        self._pack_block = struct.Struct(f"<{self.block_size}q").pack
+
+    def lookup(self, token_ids: SequenceABC[int]) -> Lookup:
+        """This prompt's remembered hashes, or a new record of it (with a private copy of its ids)."""
+        ids = token_ids if type(token_ids) is list else list(token_ids)
+        recent = self._recent
+        for i, known in enumerate(recent):
+            if known.token_ids == ids:
+                recent.append(recent.pop(i))
+                return known
+        new = Lookup(list(ids) if ids is token_ids else ids)
+        recent.append(new)
+        if len(recent) > RECENT_LOOKUPS:
+            del recent[0]
+        return new
+
+    def forget(self, lookup: Lookup) -> None:
+        """The prompt was allocated: its sequence owns `lookup.token_ids` from now on."""
+        self._recent = [known for known in self._recent if known is not lookup]
+
+    def match(self, lookup: Lookup) -> PrefixMatch:
+        """Longest prefix of full blocks of the prompt present in the cache."""
+        if lookup.generation == self.generation and lookup.match is not None:
+            return lookup.match
+        result = self._walk(lookup)
+        lookup.match, lookup.generation = result, self.generation
+        return result
+
+    def _walk(self, lookup: Lookup) -> PrefixMatch:
+        size, pack = self.block_size, self._pack_block
+        token_ids, digests = lookup.token_ids, lookup.digests
+        pending, index = self._pending, self.hash_to_block
         parent = ROOT
         blocks: list[int] = []
-        for start in range(0, len(token_ids) - size + 1, size):
-            if parent in self._pending:
-                self._publish_pending(parent)
-            digest = hash_block(parent, token_ids[start : start + size])
-            block = self.hash_to_block.get(digest)
+        for i in range(len(token_ids) // size):
+            if i < len(digests):
+                digest = digests[i]
+            else:
+                own = token_ids[i * size : (i + 1) * size]
+                try:
+                    digest = hash_block(parent, pack(*own))
+                except BLOCK_ERRORS:
+                    raise bad_token_id(own, i * size) from None
+                digests.append(digest)
+                self.hashed_blocks += 1
+            if parent in pending:
+                self._publish_pending(parent, digest, token_ids[i * size : (i + 1) * size])
+            block = index.get(digest)
             if block is None:
                 return PrefixMatch(blocks, parent, digest)
             blocks.append(block)
@@ -126,19 +235,28 @@ class PrefixCache:
         child.frontier, child.frontier_hash = parent.frontier, parent.frontier_hash
         self._file(child)
 
-    def on_filled(self, blocks: Iterable[int]) -> None:
-        """These blocks just became full of known tokens: they are cached from now on (unhashed)."""
+    def on_filled(self, seq: Sequence, first: int, end: int) -> None:
+        """Blocks `first .. end-1` of `seq` just became full of known tokens: cached from now on (unhashed).
+
+        Filling the block at its frontier lets a waiting continuation publish it: a new generation.
+        """
         is_cached = self.block_is_cached
-        for block in blocks:
+        for block in seq.block_table[first:end]:
             is_cached[block] = 1
+        if first <= seq.frontier < end:
+            self.generation += 1
 
     def on_free(self, seq: Sequence) -> None:
         """Mark `seq` dead: from now on its blocks may be reused, which `popped_at` records."""
         self.clock += 1
         seq.died_at = self.clock
 
-    def on_reuse(self, blocks: list[int]) -> int:
-        """Blocks popped for new contents leave the cache; returns how many were cached (evictions)."""
+    def on_reuse(self, blocks: Iterable[int]) -> int:
+        """Blocks popped for new contents leave the cache; returns how many were cached (evictions).
+
+        Only a cached block's pop is recorded in `popped_at`: a dead sequence can rely on block
+        ``b`` only if ``b`` was cached when it died, and ``b`` stays cached until its next pop.
+        """
         evicted = 0
         clock, popped_at, block_hash, is_cached = (
             self.clock,
@@ -147,9 +265,11 @@ class PrefixCache:
             self.block_is_cached,
         )
         for block in blocks:
-            popped_at[block] = clock
-            evicted += is_cached[block]
+            if not is_cached[block]:
+                continue
+            evicted += 1
             is_cached[block] = 0
+            popped_at[block] = clock
             digest = block_hash.pop(block, None)
             if digest is not None:
                 del self._source[block]
@@ -158,7 +278,8 @@ class PrefixCache:
 
     def _unmap(self, block: int, digest: bytes) -> None:
         """Drop `block` from the index; a duplicate holding the same contents takes its place."""
-        duplicates = self._duplicates.get(digest)
+        self.generation += 1
+        duplicates = self._duplicates.get(digest, [])
         if self.hash_to_block[digest] != block:
             duplicates.remove(block)
         elif duplicates:
@@ -171,6 +292,7 @@ class PrefixCache:
 
     def reset(self) -> None:
         """Forget every hash. The caller ensures no sequence is alive."""
+        self.generation += 1
         self.hash_to_block.clear()
         self.block_hash.clear()
         self._duplicates.clear()
@@ -202,37 +324,67 @@ class PrefixCache:
     def _chain_hash(self, token_ids: list[int], index: int) -> bytes:
         digest = ROOT
         for start in range(0, (index + 1) * self.block_size, self.block_size):
-            digest = hash_block(digest, token_ids[start : start + self.block_size])
+            digest = hash_block(digest, self._pack_block(*token_ids[start : start + self.block_size]))
         return digest
 
     def _publish(self, block: int, digest: bytes, seq: Sequence, index: int) -> None:
         if block in self.block_hash:
             return  # a block shared by a fork, already published through the other sequence
+        self.generation += 1
         self.block_hash[block] = digest
         self._source[block] = (seq, index)
         if self.hash_to_block.setdefault(digest, block) != block:
             self._duplicates.setdefault(digest, []).append(block)
 
     def _file(self, seq: Sequence) -> None:
-        self._pending.setdefault(seq.frontier_hash, []).append((seq, seq.frontier))
+        self.generation += 1
+        waiting = self._pending.setdefault(seq.frontier_hash, [])
+        waiting.append((seq, seq.frontier))
+        if len(waiting) >= 16 and len(waiting) & (len(waiting) - 1) == 0:
+            self._prune(waiting)
 
-    def _publish_pending(self, parent: bytes) -> None:
-        """A lookup reached `parent`: publish the next block of every continuation filed there."""
+    def _prune(self, waiting: list[tuple[Sequence, int]]) -> None:
+        """Drop continuations that can never publish again (superseded, or dead with their next block
+        not full or reused), so a hash that no lookup walks past does not collect dead sequences.
+        Called when a list reaches a power of two, so the cost is O(1) a filing, amortized.
+        """
+        waiting[:] = [
+            (seq, index)
+            for seq, index in waiting
+            if seq.frontier == index and (seq.died_at is None or self._holds_contents(seq, index))
+        ]
+
+    def _publish_pending(self, parent: bytes, digest: bytes, tokens: list[int]) -> None:
+        """A lookup reached `parent`: publish the next block of every continuation filed there.
+
+        `digest` is the lookup's own next block hash and `tokens` that block's ids: a continuation
+        whose next block holds the same ids (same parent, same ids) has that hash, no sha256 needed.
+        """
         for seq, index in self._pending.pop(parent):
             if seq.frontier != index:
                 continue  # superseded: the sequence was advanced by a fork
-            if self._hash_next(seq):
+            if self._hash_next(seq, digest, tokens):
                 self._file(seq)
             elif seq.died_at is None and seq.recording:
                 self._file(seq)  # its next block is not full yet; wait here
 
-    def _hash_next(self, seq: Sequence) -> bool:
-        """Publish block `seq.frontier` if it is full and still holds its contents."""
+    def _hash_next(self, seq: Sequence, digest: bytes | None = None, tokens: list[int] | None = None) -> bool:
+        """Publish block `seq.frontier` if it is full and still holds its contents.
+
+        Its hash is `digest` when its ids equal `tokens` (a lookup's block with the same parent).
+        """
         index = seq.frontier
         if not self._holds_contents(seq, index):
             return False
         size = self.block_size
-        digest = hash_block(seq.frontier_hash, seq.token_ids[index * size : (index + 1) * size])
+        own = seq.token_ids[index * size : (index + 1) * size]
+        if digest is None or own != tokens:
+            try:
+                digest = hash_block(seq.frontier_hash, self._pack_block(*own))
+            except BLOCK_ERRORS:
+                seq.recording = False  # an id that is not an int64: nothing from here on is cached
+                return False
+            self.hashed_blocks += 1
         self._publish(seq.block_table[index], digest, seq, index)
         seq.frontier, seq.frontier_hash = index + 1, digest
         return True

@@ -15,10 +15,14 @@ class Sequence:
     `block_table` is an int array (4 bytes an entry) rather than a list of Python ints (36
     bytes an entry once ids pass 256): it is the per-token-block cost of every running request.
 
+    `forked`: a fork shared this sequence's blocks, so its partially filled last block may be
+    shared and an append must check its ref_count (copy-on-write). A sequence never forked
+    cannot share that block (prefix hits share full blocks only), so its appends skip the check.
+
     Prefix-caching fields (unused when caching is off):
-    - `token_ids`: the known contents, a prefix of the sequence. Appending a bare token count
-      stops recording (`recording = False`): later blocks have unknown contents and are never
-      cached.
+    - `token_ids`: the known contents, a prefix of the sequence (empty when it was allocated by
+      count). Appending a bare token count stops recording (`recording = False`): later blocks
+      have unknown contents and are never cached.
     - `frontier`: blocks `0 .. frontier-1` have had their chained hash computed;
       `frontier_hash` is the hash of block `frontier-1` (the chain's root when 0).
     - `died_at`: the manager's clock when the sequence was freed (None while alive). A block of
@@ -28,6 +32,7 @@ class Sequence:
     __slots__ = (
         "block_table",
         "died_at",
+        "forked",
         "frontier",
         "frontier_hash",
         "num_tokens",
@@ -38,8 +43,9 @@ class Sequence:
     def __init__(self, num_tokens: int, token_ids: list[int] | None) -> None:
         self.block_table = array("i")
         self.num_tokens = num_tokens
-        self.token_ids = token_ids
+        self.token_ids: list[int] = [] if token_ids is None else token_ids
         self.recording = token_ids is not None
         self.frontier = 0
         self.frontier_hash = b""
         self.died_at: int | None = None
+        self.forked = False

@@ -1,7 +1,9 @@
 """A reference model of the BlockManager contract, and helpers that observe a manager from outside.
 
 The contract pins down more than counts: the free list starts as ``[0, 1, ..., num_blocks - 1]``, allocation
-pops its head, ``free`` pushes a sequence's blocks onto its tail last-block-first, a write into a shared
+pops its head, ``free`` releases a sequence's blocks last-block-first (vLLM V1's order: a block that holds a
+full block of known token ids -- one a prefix lookup could find -- joins the tail, every other block, and
+every block without prefix caching, joins the head, in that same last-first order), a write into a shared
 partially filled block copies it, and (with prefix caching) a cached-free block is evicted when it is popped
 for new content. So the model keeps exactly that state -- an ordered free list, ref counts, block tables and
 the prefix-cache map -- and the tests can demand the implementation's exact block ids, not just totals.
@@ -235,10 +237,13 @@ class Reference:
         self.known[child_id] = list(self.known[parent_id])
 
     def free_seq(self, seq_id: Hashable) -> None:
+        to_head, to_tail = [], []
         for block in reversed(self.tables.pop(seq_id)):
             self.ref[block] -= 1
             if self.ref[block] == 0:
-                self.free[block] = None
+                cacheable = self.caching and self.content[block] is not None
+                (to_tail if cacheable else to_head).append(block)
+        self.free = OrderedDict.fromkeys([*to_head, *self.free, *to_tail])
         del self.lengths[seq_id]
         del self.known[seq_id]
 
@@ -247,6 +252,7 @@ class Reference:
             return False
         self.cached.clear()
         self.key_of.clear()
+        self.content = [None] * self.num_blocks
         return True
 
     def adopt_free_order(self, order: list[int]) -> None:

@@ -1,14 +1,18 @@
 """BlockManager without prefix caching: allocation order, translation, fork and copy-on-write, watermark.
 
 Block ids are asserted exactly: the contract fixes the free list (starts ``[0 .. num_blocks-1]``, allocation
-pops the head, ``free`` pushes a sequence's blocks onto the tail last-block-first), so every id below follows
-from it. ``drain_free_list`` reads the free-list order from outside by allocating one block at a time.
+pops the head, and without prefix caching ``free`` puts a sequence's blocks back at the head, last block
+first, as vLLM V1 does), so every id below follows from it. ``drain_free_list`` reads the free-list order
+from outside by allocating one block at a time.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 import random
+from collections.abc import Callable
 
 import pytest
 from reference import Reference, assert_matches, drain_free_list, stats_tuple
@@ -69,26 +73,30 @@ def test_block_table_is_a_copy() -> None:
     bm.check_invariants()
 
 
-def test_free_pushes_blocks_onto_the_tail_last_block_first() -> None:
+def test_free_puts_blocks_back_at_the_head_last_block_first() -> None:
+    # Was [4, 5, 2, 1, 0] (every freed block at the tail). Issue 15 adopts vLLM V1's order: without prefix
+    # caching no freed block holds anything a lookup could find, so all go to the head and are reused first.
     bm = BlockManager(num_blocks=6, block_size=4)
     bm.allocate("a", 12)  # [0, 1, 2]
     bm.allocate("b", 4)  # [3]
     bm.free("a")
     assert "a" not in bm
     assert bm.num_free_blocks == 5
-    assert drain_free_list(bm) == [4, 5, 2, 1, 0]
+    assert drain_free_list(bm) == [2, 1, 0, 4, 5]
 
 
-def test_free_order_across_sequences_is_first_freed_first_reused() -> None:
+def test_free_order_across_sequences_is_last_freed_first_reused() -> None:
+    # Was [3, 2, 5, 4, 1, 0] (first freed, first reused); with every block going to the head (issue 15,
+    # vLLM V1), the sequence freed last is reused first.
     bm = BlockManager(num_blocks=6, block_size=2)
     bm.allocate("a", 4)  # [0, 1]
     bm.allocate("b", 4)  # [2, 3]
     bm.allocate("c", 3)  # [4, 5]
-    bm.free("b")
-    bm.free("c")
-    bm.free("a")
+    bm.free("b")  # [3, 2]
+    bm.free("c")  # [5, 4, 3, 2]
+    bm.free("a")  # [1, 0, 5, 4, 3, 2]
     assert bm.num_free_blocks == 6
-    assert drain_free_list(bm) == [3, 2, 5, 4, 1, 0]
+    assert drain_free_list(bm) == [1, 0, 5, 4, 3, 2]
 
 
 def test_append_allocates_only_when_crossing_a_block_boundary() -> None:
@@ -329,8 +337,8 @@ def test_a_shared_block_returns_to_the_free_list_only_with_its_last_holder() -> 
     bm.fork("p", "c")
     bm.append("c", 4)  # [0, 1, 2]
     bm.free("c")
-    assert bm.num_free_blocks == 2  # only block 2 came back
-    assert drain_free_list(bm) == [3, 2]
+    assert bm.num_free_blocks == 2  # only block 2 came back, to the head (issue 15; was [3, 2])
+    assert drain_free_list(bm) == [2, 3]
 
 
 # ------------------------------------------------------------------ append_batch
@@ -434,7 +442,31 @@ def test_stats_is_a_snapshot() -> None:
 def test_sequence_ids_can_be_reused_after_free() -> None:
     bm = BlockManager(num_blocks=4, block_size=4)
     bm.allocate(7, 4)
-    bm.free(7)
+    bm.free(7)  # block 0 back at the head (issue 15; it went to the tail before, giving [1, 2])
     bm.allocate(7, 5)
-    assert bm.block_table(7) == [1, 2]
+    assert bm.block_table(7) == [0, 1]
     assert bm.num_tokens(7) == 5
+
+
+@pytest.mark.parametrize("caching", [False, True], ids=["plain", "prefix-caching"])
+@pytest.mark.parametrize(
+    "clone", [copy.deepcopy, lambda bm: pickle.loads(pickle.dumps(bm))], ids=["deepcopy", "pickle"]
+)
+def test_a_copied_manager_is_independent_and_behaves_the_same(caching: bool, clone: Callable) -> None:
+    # `pagedkv watch` deep-copies caches, manager included, to replay a run
+    bm = BlockManager(num_blocks=16, block_size=4, enable_prefix_caching=caching)
+    bm.allocate("a", list(range(10)))
+    bm.fork("a", "b")
+    bm.append("b", [5])
+    bm.free("a")
+    twin = clone(bm)
+    twin.check_invariants()
+    assert twin.free_block_ids() == bm.free_block_ids() and twin.stats == bm.stats
+    for manager in (bm, twin):
+        manager.allocate("c", list(range(12)))
+        manager.append("b", [6, 7, 8])
+    assert twin.block_table("c") == bm.block_table("c") and twin.free_block_ids() == bm.free_block_ids()
+    assert twin.stats == bm.stats
+    twin.free("b")
+    assert "b" in bm
+    bm.check_invariants()

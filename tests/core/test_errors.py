@@ -20,6 +20,7 @@ from pagedkv import (
     OutOfBlocks,
     PagedKVError,
     UnknownSequence,
+    block_manager,
 )
 
 B = 4
@@ -229,3 +230,34 @@ def test_append_batch_that_fits_exactly_succeeds() -> None:
     assert bm.append_batch(["p"]) == [(0, 1)]  # the one free block pays for p's copy
     assert bm.num_free_blocks == 0
     assert bm.ref_count(0) == 2  # c1 and c2 still share it
+
+
+# ------------------------------------------------------------------ pools past the machine (issue 9)
+def test_a_pool_larger_than_memory_is_refused_before_anything_is_allocated() -> None:
+    for caching, per_block in ((False, 16), (True, 25)):
+        with pytest.raises(InvalidArgument) as info:
+            BlockManager(num_blocks=10**12, enable_prefix_caching=caching)
+        message = str(info.value)
+        assert "num_blocks=1,000,000,000,000" in message, message
+        assert f"({per_block} bytes per block x 1,000,000,000,000 blocks)" in message, message
+        assert "use fewer blocks" in message and "\n" not in message
+
+
+def test_the_memory_check_is_bytes_per_block_times_blocks_against_physical_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(block_manager, "_physical_memory", lambda: 16_000)
+    assert BlockManager(num_blocks=1000).num_free_blocks == 1000  # 16 bytes per block x 1000: fits exactly
+    with pytest.raises(
+        InvalidArgument, match=r"needs 15\.6 KiB .*16 bytes per block x 1,001 blocks.* 15\.6 KiB"
+    ):
+        BlockManager(num_blocks=1001)
+    with pytest.raises(InvalidArgument, match="25 bytes per block x 1,000 blocks"):
+        BlockManager(num_blocks=1000, enable_prefix_caching=True)
+
+
+def test_more_blocks_than_int_block_ids_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    for memory in (None, 2**60):  # the OS does not say, or a machine that could hold the arrays
+        monkeypatch.setattr(block_manager, "_physical_memory", lambda memory=memory: memory)
+        with pytest.raises(InvalidArgument, match="2,147,483,647 block ids"):
+            BlockManager(num_blocks=2**31)

@@ -1,10 +1,13 @@
 """Lazy prefix hashing must behave exactly like hashing every block the moment it fills.
 
 `EagerReference` is the textbook scheme (vLLM's): a block is indexed by its full prefix the
-moment it is full, and drops out of the index when it is reused. Random operations drive both;
-after every one, return values, block tables, reference counts and the free-list order must
-agree. Prompts use a two-letter alphabet so prefixes collide constantly; generated tokens are
-unique, so no two blocks ever hold the same prefix (then "which duplicate is used" is not a
+moment it is full, and drops out of the index when it is reused; a freed block with an index key
+joins the free-list tail, one without (a partly filled last block) the head. Random operations
+drive both; after every one, return values, block tables, reference counts and the free-list
+order must agree. Refused prompts are asked about again later (the same list, as a scheduler
+retries the head of its queue), so remembered lookups are checked against a cache that changed
+in between. Prompts use a two-letter alphabet so prefixes collide constantly; generated tokens
+are unique, so no two blocks ever hold the same prefix (then "which duplicate is used" is not a
 question and block ids can be compared exactly).
 """
 
@@ -42,16 +45,25 @@ class EagerReference:
                 self.index[key] = table[i]
                 self.key_of[table[i]] = key
 
-    def allocate(self, seq_id: int, tokens: list[int]) -> int | None:
+    def _hits(self, tokens: list[int]) -> list[int]:
         hits = []
         for i in range(len(tokens) // self.size):
             block = self.index.get(tuple(tokens[: (i + 1) * self.size]))
             if block is None:
                 break
             hits.append(block)
+        return hits
+
+    def fits(self, tokens: list[int]) -> bool:
+        hits = self._hits(tokens)
         total = -(-len(tokens) // self.size)
-        if total - len(hits) + sum(self.ref[b] == 0 for b in hits) > len(self.free):
+        return total - len(hits) + sum(self.ref[b] == 0 for b in hits) <= len(self.free)
+
+    def allocate(self, seq_id: int, tokens: list[int]) -> int | None:
+        if not self.fits(tokens):
             return None
+        hits = self._hits(tokens)
+        total = -(-len(tokens) // self.size)
         for block in hits:
             if self.ref[block] == 0:
                 self.free.remove(block)
@@ -87,10 +99,12 @@ class EagerReference:
 
     def free_seq(self, seq_id: int) -> None:
         table, _ = self.seqs.pop(seq_id)
+        to_head, to_tail = [], []
         for block in reversed(table):
             self.ref[block] -= 1
             if self.ref[block] == 0:
-                self.free.append(block)
+                (to_tail if block in self.key_of else to_head).append(block)
+        self.free = [*to_head, *self.free, *to_tail]
 
 
 def _agree(bm: BlockManager, ref: EagerReference) -> None:
@@ -108,17 +122,27 @@ def test_lazy_hashing_matches_eager_hashing(seed: int) -> None:
     ref = EagerReference(num_blocks, block_size)
     unique_tokens = itertools.count(1000)
     next_id = itertools.count()
+    refused: list[list[int]] = []  # prompts asked about again later, as a scheduler retries its queue
     for _ in range(400):
         live = list(ref.seqs)
         op = rng.random()
         if op < 0.35 or not live:
-            seq_id, prompt = next(next_id), [rng.randint(0, 1) for _ in range(rng.randint(1, 4 * block_size))]
+            if refused and rng.random() < 0.5:
+                prompt = refused.pop(rng.randrange(len(refused)))
+            else:
+                prompt = [rng.randint(0, 1) for _ in range(rng.randint(1, 4 * block_size))]
+            seq_id = next(next_id)
             expected = ref.allocate(seq_id, prompt)
+            assert bm.can_allocate(prompt) is (expected is not None)
             if expected is None:
                 with pytest.raises(OutOfBlocks):
                     bm.allocate(seq_id, prompt)
+                refused.append(prompt)
             else:
                 assert bm.allocate(seq_id, prompt) == expected
+        elif op < 0.45 and refused:
+            prompt = rng.choice(refused)
+            assert bm.can_allocate(prompt) is ref.fits(prompt)
         elif op < 0.75:
             seq_id, token = rng.choice(live), next(unique_tokens)
             expected = ref.append(seq_id, token)

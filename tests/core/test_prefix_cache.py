@@ -1,16 +1,21 @@
 """Prefix caching: longest-prefix hits, cached-free blocks, LRU eviction (tail-first freeing), stale hashes.
 
-Block size 4 throughout, so ``list(range(8))`` is two full blocks. Ids are exact: a freed block goes to the
-free-list tail (a sequence's last block first) and keeps its hash until it is popped for new content, so
-which block is evicted when follows from the contract.
+Block size 4 throughout, so ``list(range(8))`` is two full blocks. Ids are exact: a freed block that a lookup
+could find (full, known token ids) goes to the free-list tail, a sequence's last block first, and keeps its
+hash until it is popped for new content; any other freed block (partly filled, or contents given as a count)
+goes to the head, to be reused first (vLLM V1's order). So which block is evicted when follows from the
+contract.
 """
 
 from __future__ import annotations
+
+import gc
 
 import pytest
 from reference import drain_free_list, observe, stats_tuple
 
 from pagedkv import BlockManager, OutOfBlocks
+from pagedkv.sequence import Sequence
 
 B = 4
 
@@ -123,7 +128,8 @@ def test_freed_blocks_stay_findable_and_count_as_free() -> None:
     assert bm.num_cached_free_blocks == 0
     assert bm.num_free_blocks == 4
     assert bm.stats.evicted_blocks == 0
-    assert drain_free_list(bm) == [3, 4, 5, 2]
+    # the partial block 2 went to the head (issue 15; it went to the tail before: [3, 4, 5, 2])
+    assert drain_free_list(bm) == [2, 3, 4, 5]
 
 
 @pytest.mark.parametrize(("evictions", "expected_hit"), [(0, 12), (1, 8), (2, 4), (3, 0)])
@@ -182,7 +188,7 @@ def test_reusing_a_freed_sequences_tail_blocks_keeps_only_its_head_cached() -> N
     bm.allocate("x", 20)  # pops 3, 4, 5, 2, 1: a's blocks 2 and 1 now hold unknown tokens
     assert bm.stats.evicted_blocks == 2
     assert bm.num_cached_free_blocks == 1
-    bm.free("x")  # [0, 1, 2, 5, 4, 3]
+    bm.free("x")  # unknown contents: to the head, last block first: [1, 2, 5, 4, 3, 0]
     assert bm.allocate("y", list(range(12))) == 4  # block 0 still answers; 1 and 2 must not
     assert bm.block_table("y") == [0, 1, 2]
     bm.check_invariants()
@@ -251,6 +257,46 @@ def test_can_allocate_changes_nothing_not_even_lru_order() -> None:
     assert bm.can_allocate(list(range(4)))
     assert observe(bm, []) == before
     assert drain_free_list(bm) == [2, 0, 1]
+
+
+# ------------------------------------------------------------------ free order (vLLM V1, issue 15)
+def test_free_sends_a_partial_block_to_the_head_and_cached_blocks_to_the_tail() -> None:
+    bm = cached(8)
+    bm.allocate("a", list(range(10)))  # [0, 1, 2]; block 2 holds two tokens
+    bm.free("a")
+    assert bm.num_cached_free_blocks == 2
+    assert drain_free_list(bm) == [2, 3, 4, 5, 6, 7, 1, 0]
+
+
+def test_blocks_of_unknown_contents_go_to_the_head_last_block_first() -> None:
+    bm = cached(8)
+    bm.allocate("a", [1, 2, 3, 4])  # [0], full: cached
+    bm.append("a", 8)  # [0, 1, 2]: contents given as a count, never cached
+    bm.free("a")
+    assert drain_free_list(bm) == [2, 1, 3, 4, 5, 6, 7, 0]
+
+
+def test_reusing_the_partial_block_first_keeps_cached_blocks_alive() -> None:
+    bm = cached(4)
+    bm.allocate("a", list(range(8)))  # [0, 1], both full
+    bm.free("a")  # [2, 3, 1, 0]
+    bm.allocate("b", new_content(1, 6))  # [2, 3]; block 3 holds two tokens
+    bm.free("b")  # [3, 1, 0, 2]: b's partial block at the head, its full one at the tail
+    assert bm.allocate("x", 4) == 0
+    assert bm.block_table("x") == [3]  # every block at the tail would have popped block 1, a's second block
+    assert bm.stats.evicted_blocks == 0
+    assert bm.allocate("again", list(range(8))) == 8
+    bm.check_invariants()
+
+
+def test_a_shared_partial_block_goes_to_the_head_with_its_last_holder() -> None:
+    bm = cached(8)
+    bm.allocate("p", list(range(6)))  # [0, 1]; block 1 holds two tokens
+    bm.fork("p", "c")
+    bm.free("p")  # nothing released: c still holds both
+    assert bm.num_free_blocks == 6
+    bm.free("c")
+    assert drain_free_list(bm) == [1, 2, 3, 4, 5, 6, 7, 0]
 
 
 # ------------------------------------------------------------------ blocks filled by append
@@ -328,9 +374,23 @@ def test_stats_count_queries_hits_evictions_and_copies() -> None:
     bm.free("a")  # frees block 2 (no hash, partial)
     bm.append("c")  # copies b's partial block 3 into block 2
     assert stats_tuple(bm) == (20, 8, 0, 1)
-    bm.free("b")
-    bm.free("c")  # free list: [3, 2, 1, 0]; blocks 0 and 1 cached
+    bm.free("b")  # [3]: the partial block 3 to the head
+    bm.free(
+        "c"
+    )  # [2, 3, 1, 0]: partial 2 to the head, cached 1 and 0 to the tail (was [3, 2, 1, 0], issue 15)
     assert bm.num_cached_free_blocks == 2
     bm.allocate("d", new_content(1, 16))  # pops all four, evicting the two cached ones
     assert stats_tuple(bm) == (36, 8, 2, 1)
-    assert bm.block_table("d") == [3, 2, 1, 0]
+    assert bm.block_table("d") == [2, 3, 1, 0]
+
+
+def test_freed_sequences_are_let_go_when_no_lookup_walks_past_their_chain() -> None:
+    # Every allocation of this prompt hits all its blocks, so its continuation waits under the hash of its
+    # last block, which no lookup of it walks past: without pruning, each dead sequence stayed there.
+    bm = cached(8)
+    for i in range(1000):
+        bm.allocate(i, list(range(8)))
+        bm.free(i)
+    gc.collect()
+    assert sum(type(o) is Sequence for o in gc.get_objects()) < 40
+    assert bm.stats.hit_tokens == 999 * 8
