@@ -1,0 +1,146 @@
+"""results.csv: the sweep's tidy table, appended one finished point at a time.
+
+One row per point x cache: every simulate input (`SimulateOptions.columns`), ``cache``, ``error`` and
+every metric `run_point` reports. A point that failed has one row with its inputs and the error, and
+no cache or metrics.
+
+Invariant: after every finished point the file on disk is a complete, valid CSV holding every point
+finished so far: a point's rows go out in one write and are flushed before the next point is
+awaited, and any change of header (a metric first seen in a later point) rewrites the file atomically.
+So Ctrl-C, a killed process or a failed point never loses a finished point, and `--resume` skips
+every point whose inputs it finds in a row without an error (failed points run again).
+
+When the sweep completes, `finish` rewrites the rows in grid order (a point's caches together, in
+simulate's order), so the same grid gives the same file whatever the backend or the completion order,
+and `write_parquet` converts it (pyarrow, the ``pagedkv[parquet]`` extra) atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+from pagedkv.errors import UsageError
+from pagedkv.outputs import atomic_path
+from pagedkv.sweep.options import cell
+
+PARQUET_EXTRA = "pip install 'pagedkv[parquet]'"
+Key = tuple[str, ...]
+
+
+class ResultsTable:
+    """The results file at `path` (opened by `open`): rows are appended with `add_point`."""
+
+    def __init__(self, path: Path, inputs: list[str]) -> None:
+        self.path = path
+        self.inputs = inputs
+        self.header = [*inputs, "cache", "error"]
+        self.rows: list[dict[str, str]] = []
+        self._handle: TextIO | None = None
+
+    @classmethod
+    def open(cls, path: Path, inputs: list[str], resume: bool) -> ResultsTable:
+        """A new table at `path`, or with `resume` the finished points of the one already there."""
+        table = cls(path, inputs)
+        if resume and path.exists():
+            table._load()
+        table._rewrite()
+        return table
+
+    def done(self) -> set[Key]:
+        """The inputs of every point with rows and no error."""
+        return {self.key(row) for row in self.rows if not row.get("error")}
+
+    def key(self, row: dict[str, str]) -> Key:
+        return tuple(row.get(column, "") for column in self.inputs)
+
+    def add_point(self, rows: list[dict[str, str]]) -> None:
+        """Append a finished point's rows (`point_rows` or `failure_row`) in one write."""
+        added = [column for row in rows for column in row if column not in self.header]
+        self.rows.extend(rows)
+        if added:
+            self.header.extend(dict.fromkeys(added))
+            self._rewrite()
+            return
+        self._write(rows)
+
+    def finish(self, order: Iterable[Key]) -> None:
+        """Rewrite the rows in grid `order` (rows of other grids after them, as they were)."""
+        rank = {key: i for i, key in enumerate(order)}
+        self.rows.sort(key=lambda row: rank.get(self.key(row), len(rank)))
+        self._rewrite()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def _load(self) -> None:
+        text = self.path.read_text(encoding="utf-8")
+        if not text.endswith("\n"):  # a last line cut short by a crash in mid-write: it runs again
+            text = text[: text.rfind("\n") + 1]
+        reader = csv.DictReader(io.StringIO(text))
+        header = list(reader.fieldnames or [])
+        missing = [column for column in [*self.inputs, "cache", "error"] if column not in header]
+        if missing:
+            raise UsageError(
+                f"--resume: {self.path} was not written by this sweep (no column {missing[0]!r}); "
+                "choose another --out-dir"
+            )
+        self.header = header
+        self.rows = [row for row in reader if not row["error"]]
+
+    def _rewrite(self) -> None:
+        """Replace the file with header + rows (atomically) and reopen it for appending."""
+        self.close()
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(_csv_text(self.header, self.rows, with_header=True), encoding="utf-8")
+        self._handle = self.path.open("a", newline="", encoding="utf-8")
+
+    def _write(self, rows: list[dict[str, str]]) -> None:
+        assert self._handle is not None, "ResultsTable used after close()"
+        self._handle.write(_csv_text(self.header, rows, with_header=False))
+        self._handle.flush()
+
+
+def write_parquet(csv_path: Path, parquet_path: Path) -> None:
+    """Convert results.csv to Parquet (column types inferred by pyarrow), atomically."""
+    from pyarrow import csv as pa_csv
+    from pyarrow import parquet
+
+    table = pa_csv.read_csv(csv_path)
+    with atomic_path(parquet_path) as tmp:
+        parquet.write_table(table, tmp)
+
+
+def parquet_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+def point_rows(inputs: dict[str, str], rows: list[dict[str, Any]], options: set[str]) -> list[dict[str, str]]:
+    """A finished point's rows: its `inputs`, then each `run_point` row's cache and metrics (the keys
+    that are not simulate `options`), as strings."""
+    return [
+        {**inputs, "cache": cell(row["cache"]), "error": ""}
+        | {key: cell(value) for key, value in row.items() if key not in options and key != "cache"}
+        for row in rows
+    ]
+
+
+def failure_row(inputs: dict[str, str], error: str) -> list[dict[str, str]]:
+    """The one row of a point that failed: its inputs and the error."""
+    return [{**inputs, "cache": "", "error": error}]
+
+
+def _csv_text(header: list[str], rows: list[dict[str, str]], with_header: bool) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=header, restval="", lineterminator="\n")
+    if with_header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
