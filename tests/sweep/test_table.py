@@ -1,0 +1,116 @@
+"""results.csv: valid on disk after every point, extended when a new metric appears, and read back
+by --resume (finished points kept, failed points and a half-written last line dropped)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from pagedkv.errors import UsageError
+from pagedkv.sweep.table import ResultsTable, failure_row, point_rows
+
+INPUTS = ["rate", "seed"]
+
+
+def read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert all(None not in row and None not in row.values() for row in rows), "a row with missing fields"
+    return list(reader.fieldnames or []), rows
+
+
+def point(rate: str, seed: str, **metrics: float) -> list[dict[str, str]]:
+    rows = [{"cache": cache, "rate": 99.0, **metrics} for cache in ("naive", "paged")]
+    return point_rows({"rate": rate, "seed": seed}, rows, options={"rate", "seed"})
+
+
+def test_every_point_is_on_disk_when_added_and_new_metrics_extend_the_header(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    table = ResultsTable.open(path, INPUTS, resume=False)
+    assert read(path) == (["rate", "seed", "cache", "error"], [])
+    table.add_point(point("1.0", "0", steps=10))
+    header, rows = read(path)
+    assert header == ["rate", "seed", "cache", "error", "steps"]
+    assert rows == [
+        {"rate": "1.0", "seed": "0", "cache": "naive", "error": "", "steps": "10"},
+        {"rate": "1.0", "seed": "0", "cache": "paged", "error": "", "steps": "10"},
+    ]  # the point's own inputs, not the value run_point echoed
+    table.add_point(failure_row({"rate": "2.0", "seed": "0"}, "trace.csv: no such file"))
+    table.add_point(point("3.0", "0", steps=7, swap_ins=2))
+    header, rows = read(path)
+    assert header == ["rate", "seed", "cache", "error", "steps", "swap_ins"]
+    assert [(r["rate"], r["cache"], r["error"], r["steps"], r["swap_ins"]) for r in rows] == [
+        ("1.0", "naive", "", "10", ""),
+        ("1.0", "paged", "", "10", ""),
+        ("2.0", "", "trace.csv: no such file", "", ""),
+        ("3.0", "naive", "", "7", "2"),
+        ("3.0", "paged", "", "7", "2"),
+    ]
+    table.close()
+
+
+def test_resume_keeps_finished_points_and_drops_failures_and_a_cut_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    table = ResultsTable.open(path, INPUTS, resume=False)
+    table.add_point(point("1.0", "0", steps=10))
+    table.add_point(failure_row({"rate": "2.0", "seed": "0"}, "boom"))
+    table.add_point(point("3.0", "1", steps=7))
+    table.close()
+    with path.open("a") as handle:
+        handle.write("4.0,0,paged,,1")  # killed in mid-write: no newline
+    resumed = ResultsTable.open(path, INPUTS, resume=True)
+    assert resumed.done() == {("1.0", "0"), ("3.0", "1")}
+    _, rows = read(path)
+    assert [(r["rate"], r["cache"]) for r in rows] == [
+        (rate, c) for rate in ("1.0", "3.0") for c in ("naive", "paged")
+    ]
+    resumed.add_point(point("2.0", "0", steps=5))
+    resumed.finish([("1.0", "0"), ("2.0", "0"), ("3.0", "1")])
+    resumed.close()
+    _, rows = read(path)
+    assert [(r["rate"], r["cache"], r["steps"]) for r in rows] == [
+        ("1.0", "naive", "10"),
+        ("1.0", "paged", "10"),
+        ("2.0", "naive", "5"),
+        ("2.0", "paged", "5"),
+        ("3.0", "naive", "7"),
+        ("3.0", "paged", "7"),
+    ]
+
+
+def test_without_resume_the_table_starts_empty(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    table = ResultsTable.open(path, INPUTS, resume=False)
+    table.add_point(point("1.0", "0", steps=10))
+    table.close()
+    assert ResultsTable.open(path, INPUTS, resume=False).done() == set()
+    assert read(path)[1] == []
+
+
+def test_finish_puts_rows_of_other_grids_last(tmp_path: Path) -> None:
+    table = ResultsTable.open(tmp_path / "results.csv", INPUTS, resume=False)
+    for rate in ("5.0", "1.0", "2.0"):
+        table.add_point(point(rate, "0", steps=1))
+    table.finish([("2.0", "0"), ("1.0", "0")])
+    table.close()
+    assert [r["rate"] for r in read(tmp_path / "results.csv")[1]] == [
+        "2.0",
+        "2.0",
+        "1.0",
+        "1.0",
+        "5.0",
+        "5.0",
+    ]
+
+
+def test_resume_refuses_a_file_this_sweep_did_not_write(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    path.write_text("rate,cache,error\n1.0,paged,\n")
+    with pytest.raises(
+        UsageError, match=r"^--resume: .*results.csv was not written by this sweep \(no column 'seed'\)"
+    ):
+        ResultsTable.open(path, INPUTS, resume=True)
+    assert path.read_text() == "rate,cache,error\n1.0,paged,\n"
