@@ -200,6 +200,7 @@ def test_sigint_stops_the_pool_and_leaves_a_valid_table(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_default_sigint,  # a shell's background job would start with Ctrl-C ignored
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(_lines(out / "results.csv")) < 2:
@@ -212,6 +213,10 @@ def test_sigint_stops_the_pool_and_leaves_a_valid_table(tmp_path: Path) -> None:
     rows = read(out / "results.csv")
     assert 1 <= len(rows) < 40
     assert [r["seed"] for r in rows] == sorted({r["seed"] for r in rows}, key=[r["seed"] for r in rows].index)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _lines(path: Path) -> list[str]:
