@@ -27,6 +27,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHAREGPT = "sharegpt_opt_text_completion_length.csv"
+# Ray on Linux binds a local cluster to the machine's network address; this Ray setting (meant for
+# macOS/Windows) keeps it on 127.0.0.1, as the shared development machine asks.
+LOOPBACK_RAY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 BACKENDS = {
     "local, 1 process": ["--jobs", "1"],
     "local, 2 processes": ["--jobs", "2"],
@@ -58,6 +61,7 @@ def run_once(args: list[str], out_dir: Path) -> tuple[float, float]:
         check=True,
         capture_output=True,
         text=True,
+        env={**os.environ, **LOOPBACK_RAY},
     )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

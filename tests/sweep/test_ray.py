@@ -4,6 +4,7 @@ local backend, failures included, for the runner and for a whole sweep."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import pytest
 from pagedkv.cli import main
 from pagedkv.runner import Failure, Local, Ray, run_tasks
 
+# Ray on Linux binds a local cluster to the machine's network address; this Ray setting (meant for
+# macOS/Windows, read when ray is imported) keeps the test's cluster on 127.0.0.1.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray", reason="the ray extra (pip install 'pagedkv[ray]'; make test installs it)")
 
 FIXTURES = Path(__file__).resolve().parents[1] / "simulator" / "fixtures"
