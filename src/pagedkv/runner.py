@@ -81,9 +81,11 @@ class Local:
 
 @dataclass(frozen=True)
 class Ray:
-    """Ray tasks on the cluster at ``address`` (``"auto"``, ``"ray://host:10001"``, ...), or on a Ray
-    started here for the run when ``address`` is None. A Ray already initialised by the caller
-    (``ray.init(...)`` before `run_tasks`) is used as it is and left running."""
+    """Ray tasks on the cluster at ``address`` (``"auto"``, ``"ray://host:10001"``, ...); when ``address``
+    is None, wherever a bare ``ray.init()`` goes ($RAY_ADDRESS, a cluster ``ray start`` runs on this
+    machine, or else a local Ray started for the run). A Ray already initialised by the caller
+    (``ray.init(...)`` before `run_tasks`) is used as it is and left running; otherwise `run` disconnects
+    at the end, which stops a Ray it started and leaves a cluster running."""
 
     address: str | None = None
 
@@ -92,7 +94,7 @@ class Ray:
             raise UsageError(f"--ray: Ray is not installed; {RAY_EXTRA}")
 
     def describe(self) -> str:
-        return f"Ray at {self.address}" if self.address else "Ray (local, started for this run)"
+        return f"Ray at {self.address}" if self.address else "Ray (ray.init(): $RAY_ADDRESS, or a local Ray)"
 
     def run(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R | Failure]]:
         import ray
@@ -167,8 +169,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         const="",
         metavar="ADDRESS",
-        help="run on Ray: a running cluster's ADDRESS (e.g. auto, ray://head:10001), or none to start "
-        f"a local Ray for the run ({RAY_EXTRA})",
+        help="run on Ray: a running cluster's ADDRESS (auto, ray://head:10001, ...), or without one where "
+        f"ray.init() goes ($RAY_ADDRESS, a `ray start` cluster here, else a new local Ray); {RAY_EXTRA}",
     )
 
 
