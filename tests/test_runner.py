@@ -7,6 +7,7 @@ import argparse
 import math
 import multiprocessing
 import os
+import signal
 import time
 
 import pytest
@@ -39,6 +40,15 @@ def interrupt_first(task: float) -> float:
         raise KeyboardInterrupt
     time.sleep(task)
     return task
+
+
+def sigint_handler(_: int) -> object:
+    return signal.getsignal(signal.SIGINT)
+
+
+def test_pool_workers_leave_ctrl_c_to_the_caller() -> None:
+    """Otherwise a worker waiting for a task prints a KeyboardInterrupt traceback on Ctrl-C."""
+    assert [handler for _, handler in run_tasks(sigint_handler, [0, 1], Local(2))] == [signal.SIG_IGN] * 2
 
 
 def test_results_do_not_depend_on_the_number_of_processes() -> None:

@@ -39,6 +39,13 @@ def test_every_point_is_on_disk_when_added_and_new_metrics_extend_the_header(tmp
         {"rate": "1.0", "seed": "0", "cache": "paged", "error": "", "steps": "10"},
     ]  # the point's own inputs, not the value run_point echoed
     table.add_point(failure_row({"rate": "2.0", "seed": "0"}, "trace.csv: no such file"))
+    assert read(path)[1][2] == {
+        "rate": "2.0",
+        "seed": "0",
+        "cache": "",
+        "error": "trace.csv: no such file",
+        "steps": "",
+    }
     table.add_point(point("3.0", "0", steps=7, swap_ins=2))
     header, rows = read(path)
     assert header == ["rate", "seed", "cache", "error", "steps", "swap_ins"]
