@@ -70,6 +70,11 @@ class Local:
         count = self.workers
         return f"local, {count} process{'es' if count > 1 else ''}"
 
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Nothing to set up: every `run_tasks` call starts its own pool."""
+        yield
+
     def run(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R | Failure]]:
         workers = min(self.workers, len(tasks))
         if workers <= 1:
@@ -96,17 +101,26 @@ class Ray:
     def describe(self) -> str:
         return f"Ray at {self.address}" if self.address else "Ray (ray.init(): $RAY_ADDRESS, or a local Ray)"
 
-    def run(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R | Failure]]:
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Connected to Ray throughout (so several `run_tasks` calls start or join it once), unless
+        Ray is already initialised; disconnects at the end if it connected."""
         import ray
 
         started = not ray.is_initialized()
         if started:
             self._connect(ray)
         try:
-            yield from _run_ray(ray, fn, tasks)
+            yield
         finally:
             if started:
                 ray.shutdown()
+
+    def run(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R | Failure]]:
+        import ray
+
+        with self.session():
+            yield from _run_ray(ray, fn, tasks)
 
     def _connect(self, ray: Any) -> None:
         import logging
@@ -129,11 +143,13 @@ Backend = Local | Ray
 def run_tasks(
     fn: Callable[[T], R], tasks: Sequence[T], backend: Backend | None = None
 ) -> Iterator[tuple[T, R | Failure]]:
-    """Yield ``(task, fn(task) or Failure)`` for every task, in the order they finish.
+    """Yield ``(task, fn(task) or Failure)`` for every task, in the order they finish; ``task`` is the
+    very object from `tasks` (match results to tasks by identity or by a field, not by position).
 
     ``fn`` must be a module-level function and every task picklable unless the backend runs in this
     process (``Local(jobs=1)``). Stopping early (Ctrl-C, or the caller leaving the loop) cancels the
-    tasks not yet finished.
+    tasks not yet finished. Several calls in a row: wrap them in ``with backend.session():`` so a
+    Ray backend connects once.
     """
     chosen = backend if backend is not None else Local()
     for index, result in chosen.run(fn, tasks):
