@@ -17,9 +17,17 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pagedkv.runner import add_backend_arguments
+
+if TYPE_CHECKING:
+    from pagedkv.runner import Backend, Failure
+    from pagedkv.sweep.config import SweepFile
+    from pagedkv.sweep.grid import Grid, Point
+    from pagedkv.sweep.options import SimulateOptions
+    from pagedkv.sweep.plots import PlotSpec
+    from pagedkv.sweep.table import ResultsTable
 
 DEFAULT_OUT_DIR = "sweep-results"
 RESULTS_CSV = "results.csv"
@@ -100,12 +108,11 @@ def _simulate_dests() -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from pagedkv.outputs import check_output_dir
-    from pagedkv.progress import Progress
-    from pagedkv.runner import Failure, backend_from_args, run_tasks
+    from pagedkv.runner import backend_from_args
     from pagedkv.sweep.config import read_config
-    from pagedkv.sweep.grid import build_grid, check_points, simulate
+    from pagedkv.sweep.grid import build_grid, check_points
     from pagedkv.sweep.options import SimulateOptions
-    from pagedkv.sweep.table import PARQUET_EXTRA, ResultsTable, failure_row, parquet_available, point_rows
+    from pagedkv.sweep.table import PARQUET_EXTRA, ResultsTable, parquet_available
 
     started = time.perf_counter()
     options = SimulateOptions()
@@ -114,12 +121,12 @@ def run(args: argparse.Namespace) -> int:
     grid = build_grid(options, file, args.grid, fixed)
     points = grid.points()
     inputs = check_points(options, points)
-    metrics = options.metrics()
-    plots = [] if args.no_plot else _plots(args, file, options, grid, inputs, metrics)
+    caches = sorted({cache for given in inputs for cache in given["caches"].split(",") if cache})
+    plots = [] if args.no_plot else _plots(args.plot, file, options, grid, len(caches))
     backend = backend_from_args(args)
     out_dir = check_output_dir(args.out_dir, "--out-dir")
-    csv_path, parquet_path = out_dir / RESULTS_CSV, out_dir / RESULTS_PARQUET
-    _check_outputs(args, csv_path, [parquet_path] + [out_dir / spec.filename for spec in plots])
+    csv_path = out_dir / RESULTS_CSV
+    _check_outputs(args, csv_path, [out_dir / RESULTS_PARQUET] + [out_dir / spec.filename for spec in plots])
     if not parquet_available():
         print(f"note: {RESULTS_PARQUET} needs pyarrow ({PARQUET_EXTRA}); writing {RESULTS_CSV} only")
 
@@ -127,59 +134,77 @@ def run(args: argparse.Namespace) -> int:
     table = ResultsTable.open(csv_path, options.columns, args.resume)
     done = table.done()
     todo = [point for point, given in zip(points, inputs, strict=True) if tuple(given.values()) not in done]
-    caches = sorted({cache for given in inputs for cache in given["caches"].split(",") if cache})
     print(f"sweep:   {len(points)} points ({grid.shape()}), caches {','.join(caches)}")
     print(f"backend: {backend.describe()}")
     if len(todo) < len(points):
         print(f"resume:  {len(points) - len(todo)} points already in {csv_path}; {len(todo)} to run")
-    failures: list[tuple[Any, Failure]] = []
-    option_names = options.all_dests
     try:
-        with Progress(len(todo), "sweep", "point") as progress:
-            for point, result in run_tasks(simulate, todo, backend):
-                given = inputs[point.index]
-                if isinstance(result, Failure):
-                    failures.append((point, result))
-                    table.add_point(failure_row(given, result.error))
-                else:
-                    table.add_point(point_rows(given, result, option_names))
-                progress.update()
+        failures = _run_points(table, todo, inputs, backend, options.all_dests)
     except KeyboardInterrupt:
         table.close()
-        print(
-            f"{len(table.done() & {tuple(i.values()) for i in inputs})} of {len(points)} points are in "
-            f"{csv_path}; rerun with --resume to run the rest",
-            file=sys.stderr,
-        )
+        finished = len(table.done() & {tuple(given.values()) for given in inputs})
+        note = f"{finished} of {len(points)} points are in {csv_path}; rerun with --resume to run the rest"
+        print(note, file=sys.stderr)
         raise
     table.finish(tuple(given.values()) for given in inputs)
     table.close()
-    print(f"\nwrote {csv_path} ({len(table.rows)} rows)")
-    if parquet_available():
-        from pagedkv.sweep.table import write_parquet
-
-        write_parquet(csv_path, parquet_path)
-        print(f"wrote {parquet_path}")
-    _draw(plots, table.rows, grid.names, out_dir)
+    _write_outputs(table.rows, out_dir, plots, grid.names)
     print(f"({time.perf_counter() - started:.1f} s)")
     return _report_failures(failures, len(points), csv_path)
 
 
-def _plots(
-    args: argparse.Namespace,
-    file: Any,
-    options: Any,
-    grid: Any,
+def _run_points(
+    table: ResultsTable,
+    todo: list[Point],
     inputs: list[dict[str, str]],
-    metrics: list[str],
-) -> list[Any]:
+    backend: Backend,
+    option_names: set[str],
+) -> list[tuple[Point, Failure]]:
+    """Run `todo` on `backend`, adding each finished point to `table` at once; the failures."""
+    from pagedkv.progress import Progress
+    from pagedkv.runner import Failure, run_tasks
+    from pagedkv.sweep.grid import simulate
+    from pagedkv.sweep.table import failure_row, point_rows
+
+    failures = []
+    with Progress(len(todo), "sweep", "point") as progress:
+        for point, result in run_tasks(simulate, todo, backend):
+            given = inputs[point.index]
+            if isinstance(result, Failure):
+                failures.append((point, result))
+                table.add_point(failure_row(given, result.error))
+            else:
+                table.add_point(point_rows(given, result, option_names))
+            progress.update()
+    return failures
+
+
+def _write_outputs(rows: list[dict[str, str]], out_dir: Path, plots: list[PlotSpec], axes: list[str]) -> None:
+    """results.csv is written; add results.parquet (when pyarrow is there) and the plots."""
+    from pagedkv.sweep.plots import draw
+    from pagedkv.sweep.table import parquet_available, write_parquet
+
+    print(f"\nwrote {out_dir / RESULTS_CSV} ({len(rows)} rows)")
+    if parquet_available():
+        write_parquet(out_dir / RESULTS_CSV, out_dir / RESULTS_PARQUET)
+        print(f"wrote {out_dir / RESULTS_PARQUET}")
+    for spec in plots:
+        path = out_dir / spec.filename
+        draw(spec, rows, [name for name in axes if name not in (spec.x, spec.lines)], path)
+        print(f"wrote {path}")
+
+
+def _plots(
+    given: list[str], file: SweepFile | None, options: SimulateOptions, grid: Grid, caches: int
+) -> list[PlotSpec]:
+    """The plots asked for (file first, then --plot), or the default ones; checked before any work."""
     from pagedkv.sweep.plots import default_plots, parse_plot
 
-    texts = [*(file.plots if file is not None else []), *args.plot]
+    metrics = options.metrics()
+    texts = [*(file.plots if file is not None else []), *given]
     if texts:
         return [parse_plot(text, options, grid.names, metrics) for text in texts]
-    caches = {cache for given in inputs for cache in given["caches"].split(",") if cache}
-    return default_plots([(name, len(values)) for name, values in grid.axes], metrics, len(caches))
+    return default_plots([(name, len(values)) for name, values in grid.axes], metrics, caches)
 
 
 def _check_outputs(args: argparse.Namespace, csv_path: Path, others: list[Path]) -> None:
@@ -197,17 +222,7 @@ def _check_outputs(args: argparse.Namespace, csv_path: Path, others: list[Path])
         check_output_file(path, "--out-dir")
 
 
-def _draw(plots: list[Any], rows: list[dict[str, str]], axes: list[str], out_dir: Path) -> None:
-    from pagedkv.sweep.plots import draw
-
-    for spec in plots:
-        averaged = [name for name in axes if name not in (spec.x, spec.lines)]
-        path = out_dir / spec.filename
-        draw(spec, rows, averaged, path)
-        print(f"wrote {path}")
-
-
-def _report_failures(failures: list[tuple[Any, Any]], total: int, csv_path: Path) -> int:
+def _report_failures(failures: list[tuple[Point, Failure]], total: int, csv_path: Path) -> int:
     if not failures:
         return 0
     print(f"\n{len(failures)} of {total} points failed (rows with an error in {csv_path}):", file=sys.stderr)

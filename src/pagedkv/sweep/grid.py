@@ -98,14 +98,15 @@ def build_grid(
         _set(options, settings, name, _Setting("axis", 1, f"--grid {text}", values))
     for name, value in cli_fixed.items():
         _set(options, settings, name, _Setting("fixed", 1, f"--{name.replace('_', '-')}", value))
-    axes, fixed = [], []
+    axes: list[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]] = []
+    fixed: list[str] = []
     for dest, setting in settings.items():
         action = options.lookup(dest, setting.where)
         if setting.kind == "fixed":
             fixed.extend(options.to_argv(action, setting.value, setting.where))
             continue
-        values = tuple((cell(v), tuple(options.to_argv(action, v, setting.where))) for v in setting.value)
-        axes.append((dest, values))
+        choices = tuple((cell(v), tuple(options.to_argv(action, v, setting.where))) for v in setting.value)
+        axes.append((dest, choices))
     return Grid(tuple(axes), tuple(fixed))
 
 
@@ -123,7 +124,8 @@ def _set(options: SimulateOptions, settings: dict[str, _Setting], name: str, new
 def check_points(options: SimulateOptions, points: list[Point]) -> list[dict[str, str]]:
     """Every point's inputs (in point order); `UsageError` for a point simulate would refuse or for
     two points that are the same simulation."""
-    inputs, seen = [], {}
+    inputs: list[dict[str, str]] = []
+    seen: dict[tuple[str, ...], Point] = {}
     for point in points:
         try:
             resolved = options.inputs(list(point.argv))

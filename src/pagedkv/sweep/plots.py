@@ -118,8 +118,12 @@ def _panels(spec: PlotSpec, rows: list[dict[str, str]]) -> dict[str, Samples]:
 
 def _draw_panel(ax: Axes, spec: PlotSpec, lines: Samples) -> None:
     xs = list(dict.fromkeys(x for samples in lines.values() for x in samples))
-    numeric = all(_number(x) is not None for x in xs)
-    position = {x: (_number(x) if numeric else i) for i, x in enumerate(xs)}
+    numbers = [_number(x) for x in xs]
+    numeric = all(number is not None for number in numbers)
+    position = {
+        x: (number if number is not None and numeric else float(i))
+        for i, (x, number) in enumerate(zip(xs, numbers, strict=True))
+    }
     for label, samples in lines.items():
         points = sorted(samples, key=lambda x: position[x])
         at = [position[x] for x in points]
