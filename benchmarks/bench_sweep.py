@@ -16,6 +16,8 @@ The three results.csv files must be identical (checked), since every point is se
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import os
 import resource
 import statistics
@@ -99,7 +101,10 @@ def main() -> None:
                     f"  round {round_ + 1} {name:20s} {wall:6.1f} s wall{cpu_note}  (load {load:.2f} before)"
                 )
         reference = tables[names[0]]
-        assert all(table == reference for table in tables.values()), "backends disagree on results.csv"
+        for name, table in tables.items():
+            if table != reference:
+                difference = _diff(reference, table)
+                sys.exit(f"bench_sweep: results.csv differs between {names[0]} and {name}: {difference}")
         print(f"  results.csv identical on every backend ({reference.count(chr(10)) - 1} rows)")
     median = {name: statistics.median(values) for name, values in walls.items()}
     one = median[names[0]]
@@ -108,6 +113,18 @@ def main() -> None:
             f"{name:20s} median {median[name]:6.1f} s, {48 / median[name]:.2f} points/s, "
             f"speed-up {one / median[name]:.2f}x"
         )
+
+
+def _diff(one: str, other: str) -> str:
+    """The first row and columns where two results.csv texts differ."""
+    a, b = list(csv.DictReader(io.StringIO(one))), list(csv.DictReader(io.StringIO(other)))
+    if len(a) != len(b) or (a and list(a[0]) != list(b[0])):
+        return f"{len(a)} vs {len(b)} rows, columns equal: {bool(a and b and list(a[0]) == list(b[0]))}"
+    for number, (x, y) in enumerate(zip(a, b, strict=True)):
+        columns = {key: (x[key], y[key]) for key in x if x[key] != y[key]}
+        if columns:
+            return f"row {number + 1} ({x['block_size']=} {x['rate']=} {x['seed']=}): {columns}"
+    return "same rows, different text"
 
 
 if __name__ == "__main__":
