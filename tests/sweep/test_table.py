@@ -121,3 +121,18 @@ def test_resume_refuses_a_file_this_sweep_did_not_write(tmp_path: Path) -> None:
     ):
         ResultsTable.open(path, INPUTS, resume=True)
     assert path.read_text() == "rate,cache,error\n1.0,paged,\n"
+
+
+def test_finish_orders_metric_columns_by_the_rows_not_by_completion(tmp_path: Path) -> None:
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    swap = point_rows({"rate": "1.0", "seed": "0"}, [{"cache": "paged", "swap_ins": 3, "steps": 9}], set())
+    plain = point_rows({"rate": "2.0", "seed": "0"}, [{"cache": "orca", "steps": 5}], set())
+    order = [("1.0", "0"), ("2.0", "0")]
+    for path, points in ((first, [swap, plain]), (second, [plain, swap])):
+        table = ResultsTable.open(path, INPUTS, resume=False)
+        for rows in points:
+            table.add_point(rows)
+        table.finish(order)
+        table.close()
+    assert first.read_text() == second.read_text()
+    assert read(first)[0] == ["rate", "seed", "cache", "error", "swap_ins", "steps"]

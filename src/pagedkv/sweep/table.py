@@ -68,9 +68,14 @@ class ResultsTable:
         self._write(rows)
 
     def finish(self, order: Iterable[Key]) -> None:
-        """Rewrite the rows in grid `order` (rows of other grids after them, as they were)."""
+        """Rewrite the rows in grid `order` (rows of other grids after them, as they were), with the
+        metric columns in the order their first value appears in those rows: the file then depends on
+        the results only, not on which point finished first."""
         rank = {key: i for i, key in enumerate(order)}
         self.rows.sort(key=lambda row: rank.get(self.key(row), len(rank)))
+        fixed = self.header[: len(self.inputs) + 2]
+        seen = [column for row in self.rows for column, value in row.items() if value and column not in fixed]
+        self.header = [*fixed, *dict.fromkeys([*seen, *self.header[len(fixed) :]])]
         self._rewrite()
 
     def close(self) -> None:
