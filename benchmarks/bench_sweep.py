@@ -58,13 +58,15 @@ def run_once(args: list[str], out_dir: Path) -> tuple[float, float]:
     """(wall s, CPU s of the process and its waited-for children: the pool's workers, not Ray's)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "pagedkv", *args, "--out-dir", str(out_dir)],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
         env={**os.environ, **LOOPBACK_RAY},
     )
+    if done.returncode != 0:
+        sys.exit(f"bench_sweep: pagedkv sweep exited {done.returncode}:\n{done.stderr[-2000:]}")
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -90,7 +92,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             order = names[round_ % len(names) :] + names[: round_ % len(names)]
             for name in order:
-                out = Path(folder) / f"{round_}-{len(tables)}"
+                out = Path(folder) / f"round{round_ + 1}-{names.index(name)}"
                 load = os.getloadavg()[0]
                 wall, cpu = run_once([*base, *BACKENDS[name]], out)
                 walls[name].append(wall)

@@ -131,9 +131,9 @@ class Ray:
             else:
                 ray.init(include_dashboard=False, logging_level=logging.WARNING)
         except ConnectionError as exc:
+            flag = f"--ray {self.address}" if self.address else "--ray"
             raise UsageError(
-                f"--ray {self.address}: cannot connect ({exc}); start the cluster (`ray start --head`) "
-                "or give its address"
+                f"{flag}: cannot connect ({exc}); start the cluster (`ray start --head`) or give its address"
             ) from None
 
 
