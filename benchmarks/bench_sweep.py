@@ -49,7 +49,7 @@ def sweep_args(trace: Path, num_requests: int) -> list[str]:
     return [
         "sweep",
         *("--trace", str(trace), "--num-requests", str(num_requests), "--caches", "paged"),
-        *("--kv-slots", "65536", "--max-seq-len", "2048", "--no-plot"),
+        *("--kv-slots", "65536", "--max-model-len", "2048", "--no-plot"),
         *("--grid", "block-size=8,16,32,64", "--grid", "rate=2,4,8,16", "--grid", "seed=0,1,2"),
     ]
 

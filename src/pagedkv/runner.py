@@ -24,13 +24,14 @@ import contextlib
 import importlib.util
 import os
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pagedkv.errors import PagedKVError, UsageError
+from pagedkv.options import positive_int
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -156,6 +157,24 @@ def run_tasks(
         yield tasks[index], result
 
 
+class TaskFailed(PagedKVError):
+    """A task of a `task_map` raised; the message names the task and its error."""
+
+
+def task_map(backend: Backend | None = None) -> Callable[[Callable[[T], R], Iterable[T]], Iterator[R]]:
+    """A map-like runner on `backend`, for callers that take one (``mapper(fn, tasks)``, as
+    `pagedkv.paper.run.run_paper` does): results in completion order, and `TaskFailed` (naming the
+    task by its ``label`` when it has one) as soon as a task raises."""
+
+    def mapper(fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
+        for task, result in run_tasks(fn, list(tasks), backend):
+            if isinstance(result, Failure):
+                raise TaskFailed(f"{getattr(task, 'label', task)}: {result.error}")
+            yield result
+
+    return mapper
+
+
 def attempt(fn: Callable[[T], R], task: T) -> R | Failure:
     """``fn(task)``, or the `Failure` it raised (what every backend runs for each task)."""
     try:
@@ -176,7 +195,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("backend (where the tasks run)")
     group.add_argument(
         "--jobs",
-        type=int,
+        type=positive_int,
         metavar="N",
         help=f"local processes (default: every core, {available_cores()} here); 1 runs in this process",
     )
@@ -232,9 +251,12 @@ def _stop_pool(pool: ProcessPoolExecutor, finished: bool) -> None:
     for process in processes:
         with contextlib.suppress(Exception):
             process.terminate()
-    for process in processes:
+    for process in processes:  # a worker whose SIGTERM is handled (an inherited handler) gets SIGKILL
         with contextlib.suppress(Exception):
-            process.join(timeout=5)
+            process.join(timeout=2)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 def _ignore_sigint() -> None:

@@ -14,7 +14,7 @@ EXAMPLE = """
 [grid]
 rate = [1, 2.5, 4]
 block-size = [8, 16]
-prefix-caching = [true, false]
+enable-prefix-caching = [true, false]
 
 [fixed]
 num-requests = 2000
@@ -22,7 +22,7 @@ caches = "orca-max,paged"
 prompt-range = [1, 512]
 
 [[plot]]
-metric = "latency_s_mean"
+metric = "e2e_s_mean"
 x = "rate"
 lines = "block-size"
 
@@ -42,11 +42,11 @@ def test_reads_grid_fixed_and_plots_in_order(tmp_path: Path) -> None:
     path = write(tmp_path, EXAMPLE)
     assert read_config(path) == SweepFile(
         path=path,
-        axes={"rate": [1, 2.5, 4], "block-size": [8, 16], "prefix-caching": [True, False]},
+        axes={"rate": [1, 2.5, 4], "block-size": [8, 16], "enable-prefix-caching": [True, False]},
         fixed={"num-requests": 2000, "caches": "orca-max,paged", "prompt-range": [1, 512]},
-        plots=["latency_s_mean:rate:block-size", "tokens_per_s:block-size"],
+        plots=["e2e_s_mean:rate:block-size", "tokens_per_s:block-size"],
     )
-    assert list(read_config(path).axes) == ["rate", "block-size", "prefix-caching"]
+    assert list(read_config(path).axes) == ["rate", "block-size", "enable-prefix-caching"]
 
 
 def test_a_file_with_only_a_grid(tmp_path: Path) -> None:

@@ -39,10 +39,10 @@ def test_every_spelling_of_an_option_names_the_same_axis() -> None:
 
 
 def test_switch_and_two_value_options() -> None:
-    switch = grid(["prefix-caching=true,false"])
-    assert [p.argv for p in switch] == [("--prefix-caching",), ()]
+    switch = grid(["enable-prefix-caching=true,false"])
+    assert [p.argv for p in switch] == [("--enable-prefix-caching",), ()]
     inputs = check_points(OPTIONS, switch)
-    assert [i["prefix_caching"] for i in inputs] == ["True", "False"]
+    assert [i["enable_prefix_caching"] for i in inputs] == ["True", "False"]
     ranges = grid(["prompt-range=1 512,1 1024"])
     assert [p.argv for p in ranges] == [("--prompt-range", "1", "512"), ("--prompt-range", "1", "1024")]
     assert [i["prompt_range"] for i in check_points(OPTIONS, ranges)] == ["1 512", "1 1024"]
@@ -51,7 +51,8 @@ def test_switch_and_two_value_options() -> None:
 def test_inputs_hold_every_option_with_defaults() -> None:
     [inputs] = check_points(OPTIONS, grid(["rate=3"]))
     assert list(inputs) == OPTIONS.columns
-    assert inputs["rate"] == "3.0" and inputs["seed"] == "0" and inputs["block_size"] == "16"
+    assert inputs["rate"] == "3.0" and inputs["seed"] == "0"
+    assert inputs["block_size"] == ""  # as given: simulate picks it (16) when it runs
     assert inputs["trace"] == "" and "out" not in inputs and "json" not in inputs
 
 
@@ -81,7 +82,11 @@ def test_the_file_gives_axes_and_fixed_options_the_command_line_overrides() -> N
         (["rate"], {}, r"^--grid 'rate': expected NAME=V1,V2"),
         (["rate="], {}, r"expected NAME=V1,V2"),
         (["rate=1,,2"], {}, r"expected NAME=V1,V2"),
-        (["prefix-caching=maybe"], {}, r"^--grid prefix-caching=maybe: 'maybe' is not true or false"),
+        (
+            ["enable-prefix-caching=maybe"],
+            {},
+            r"^--grid enable-prefix-caching=maybe: 'maybe' is not true or false",
+        ),
     ],
 )
 def test_bad_grids_are_refused_naming_the_flag(axes: list[str], fixed: dict[str, Any], message: str) -> None:
@@ -90,10 +95,16 @@ def test_bad_grids_are_refused_naming_the_flag(axes: list[str], fixed: dict[str,
 
 
 def test_values_are_checked_by_simulate_before_anything_runs() -> None:
-    with pytest.raises(UsageError, match=r"^point rate=2 block_size=x: argument --block-size: invalid int"):
+    with pytest.raises(
+        UsageError,
+        match=r"^point rate=2 block_size=x: argument --block-size: must be an integer >= 1, got 'x'",
+    ):
         check_points(OPTIONS, grid(["rate=2", "block-size=16,x"]))
-    with pytest.raises(UsageError, match=r"^point preemption=later: argument --preemption: invalid choice"):
-        check_points(OPTIONS, grid(["preemption=swap,later"]))
+    with pytest.raises(
+        UsageError,
+        match=r"^point preemption_mode=later: argument --preemption-mode/--preemption: invalid choice",
+    ):
+        check_points(OPTIONS, grid(["preemption-mode=swap,later"]))
 
 
 def test_two_points_that_are_the_same_simulation_are_refused() -> None:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pagedkv.options import Formatter
 from pagedkv.runner import add_backend_arguments
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         "sweep",
         help="run simulate over a grid of options (locally or on Ray) into one CSV/Parquet table",
         description=_DESCRIPTION,
+        formatter_class=Formatter,
         allow_abbrev=False,
     )
     sweep = parser.add_argument_group("sweep")
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from pagedkv.runner import backend_from_args
     from pagedkv.sweep.config import read_config
     from pagedkv.sweep.grid import build_grid, check_points
-    from pagedkv.sweep.options import SimulateOptions
+    from pagedkv.sweep.options import SimulateOptions, point_key
     from pagedkv.sweep.table import PARQUET_EXTRA, ResultsTable, parquet_available
 
     started = time.perf_counter()
@@ -121,8 +123,9 @@ def run(args: argparse.Namespace) -> int:
     grid = build_grid(options, file, args.grid, fixed)
     points = grid.points()
     inputs = check_points(options, points)
-    caches = sorted({cache for given in inputs for cache in given["caches"].split(",") if cache})
-    plots = [] if args.no_plot else _plots(args.plot, file, options, grid, len(caches))
+    keys = [point_key(given) for given in inputs]
+    caches = sorted({given["caches"] or "simulate's default" for given in inputs})
+    plots = [] if args.no_plot else _plots(args.plot, file, options, grid)
     backend = backend_from_args(args)
     out_dir = check_output_dir(args.out_dir, "--out-dir")
     csv_path = out_dir / RESULTS_CSV
@@ -133,20 +136,20 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(exist_ok=True)
     table = ResultsTable.open(csv_path, options.columns, args.resume)
     done = table.done()
-    todo = [point for point, given in zip(points, inputs, strict=True) if tuple(given.values()) not in done]
-    print(f"sweep:   {len(points)} points ({grid.shape()}), caches {','.join(caches)}")
+    todo = [point for point, key in zip(points, keys, strict=True) if key not in done]
+    print(f"sweep:   {len(points)} points ({grid.shape()}), caches {'; '.join(caches)}")
     print(f"backend: {backend.describe()}")
     if len(todo) < len(points):
         print(f"resume:  {len(points) - len(todo)} points already in {csv_path}; {len(todo)} to run")
     try:
-        failures = _run_points(table, todo, inputs, backend, options.all_dests)
+        failures = _run_points(table, todo, inputs, keys, backend, options.all_dests)
     except KeyboardInterrupt:
         table.close()
-        finished = len(table.done() & {tuple(given.values()) for given in inputs})
+        finished = len(table.done() & set(keys))
         note = f"{finished} of {len(points)} points are in {csv_path}; rerun with --resume to run the rest"
         print(note, file=sys.stderr)
         raise
-    table.finish(tuple(given.values()) for given in inputs)
+    table.finish(keys)
     table.close()
     _write_outputs(table.rows, out_dir, plots, grid.names)
     print(f"({time.perf_counter() - started:.1f} s)")
@@ -157,6 +160,7 @@ def _run_points(
     table: ResultsTable,
     todo: list[Point],
     inputs: list[dict[str, str]],
+    keys: list[str],
     backend: Backend,
     option_names: set[str],
 ) -> list[tuple[Point, Failure]]:
@@ -169,12 +173,12 @@ def _run_points(
     failures = []
     with Progress(len(todo), "sweep", "point") as progress:
         for point, result in run_tasks(simulate, todo, backend):
-            given = inputs[point.index]
+            given, key = inputs[point.index], keys[point.index]
             if isinstance(result, Failure):
                 failures.append((point, result))
-                table.add_point(failure_row(given, result.error))
+                table.add_point(failure_row(given, key, result.error))
             else:
-                table.add_point(point_rows(given, result, option_names))
+                table.add_point(point_rows(given, key, result, option_names))
             progress.update()
     return failures
 
@@ -194,9 +198,7 @@ def _write_outputs(rows: list[dict[str, str]], out_dir: Path, plots: list[PlotSp
         print(f"wrote {path}")
 
 
-def _plots(
-    given: list[str], file: SweepFile | None, options: SimulateOptions, grid: Grid, caches: int
-) -> list[PlotSpec]:
+def _plots(given: list[str], file: SweepFile | None, options: SimulateOptions, grid: Grid) -> list[PlotSpec]:
     """The plots asked for (file first, then --plot), or the default ones; checked before any work."""
     from pagedkv.sweep.plots import default_plots, parse_plot
 
@@ -204,7 +206,7 @@ def _plots(
     texts = [*(file.plots if file is not None else []), *given]
     if texts:
         return [parse_plot(text, options, grid.names, metrics) for text in texts]
-    return default_plots([(name, len(values)) for name, values in grid.axes], metrics, caches)
+    return default_plots([(name, len(values)) for name, values in grid.axes], metrics)
 
 
 def _check_outputs(args: argparse.Namespace, csv_path: Path, others: list[Path]) -> None:

@@ -10,7 +10,7 @@
     caches = "orca-max,paged"
 
     [[plot]]                   # optional; without any, default plots are drawn
-    metric = "latency_s_mean"
+    metric = "e2e_s_mean"
     x = "rate"
     lines = "block-size"
 

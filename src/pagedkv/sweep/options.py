@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
+import json
 from typing import Any, NoReturn
 
 from pagedkv.errors import UsageError
 from pagedkv.simulator.cli import add_arguments, run_point
 
-OUTPUT_ONLY = ("out", "no_plot", "json")  # simulate's own files: a sweep point writes none
+OUTPUT_ONLY = ("out", "no_plot", "json", "csv")  # simulate's own files: a sweep point writes none
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 
@@ -89,6 +91,13 @@ class SimulateOptions:
         simulate would refuse it."""
         parsed = vars(self._parser.parse_args(argv))
         return {column: cell(parsed[column]) for column in self.columns}
+
+
+def point_key(inputs: dict[str, str]) -> str:
+    """A point's identity in results.csv: 16 hex digits of the SHA-256 of its inputs as given (every
+    option, defaults included), so `--resume` recognises it whatever order its flags came in."""
+    text = json.dumps(sorted(inputs.items()), separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def cell(value: Any) -> str:

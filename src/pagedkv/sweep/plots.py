@@ -24,7 +24,7 @@ from pagedkv.sweep.options import SimulateOptions
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-DEFAULT_METRICS = ("tokens_per_s", "latency_s_mean", "batch_mean", "token_util_of_held")
+DEFAULT_METRICS = ("tokens_per_s", "e2e_s_mean", "batch_mean", "token_util_of_held")
 CACHE = "cache"
 
 
@@ -46,7 +46,7 @@ def parse_plot(text: str, options: SimulateOptions, axes: list[str], metrics: li
     where = f"--plot {text}"
     parts = [part.strip() for part in text.split(":")]
     if len(parts) not in (2, 3) or not all(parts):
-        raise UsageError(f"{where}: expected METRIC:X or METRIC:X:LINES, e.g. latency_s_mean:rate:block-size")
+        raise UsageError(f"{where}: expected METRIC:X or METRIC:X:LINES, e.g. e2e_s_mean:rate:block-size")
     metric = parts[0]
     if metric not in metrics:
         raise UsageError(f"{where}: no metric {metric!r}; the metrics are {', '.join(metrics)}")
@@ -57,13 +57,13 @@ def parse_plot(text: str, options: SimulateOptions, axes: list[str], metrics: li
     return PlotSpec(metric, x, lines)
 
 
-def default_plots(axes: list[tuple[str, int]], metrics: list[str], caches: int) -> list[PlotSpec]:
+def default_plots(axes: list[tuple[str, int]], metrics: list[str]) -> list[PlotSpec]:
     """With no ``--plot``: each of `DEFAULT_METRICS` against the first axis with several values (seeds
     aside), one line per value of the next such axis, or per cache when there is none."""
     useful = [name for name, size in axes if size > 1 and name != "seed"]
     if not useful:
         return []
-    lines = useful[1] if len(useful) > 1 else (CACHE if caches > 1 else None)
+    lines = useful[1] if len(useful) > 1 else CACHE
     return [PlotSpec(metric, useful[0], lines) for metric in DEFAULT_METRICS if metric in metrics]
 
 

@@ -1,14 +1,16 @@
 """results.csv: the sweep's tidy table, appended one finished point at a time.
 
-One row per point x cache: every simulate input (`SimulateOptions.columns`), ``cache``, ``error`` and
-every metric `run_point` reports. A point that failed has one row with its inputs and the error, and
-no cache or metrics.
+One row per point x cache: every simulate input (`SimulateOptions.columns`) as the run used it (what
+`run_point` reports, defaults that depend on other options filled in), ``point`` (the point's key,
+`options.point_key`, a digest of its inputs as given), ``cache``, ``error`` and every metric
+`run_point` reports. A point that failed has one row with its inputs as given and the error, and no
+cache or metrics.
 
 Invariant: after every finished point the file on disk is a complete, valid CSV holding every point
 finished so far: a point's rows go out in one write and are flushed before the next point is
 awaited, and any change of header (a metric first seen in a later point) rewrites the file atomically.
 So Ctrl-C, a killed process or a failed point never loses a finished point, and `--resume` skips
-every point whose inputs it finds in a row without an error (failed points run again).
+every point whose key it finds in a row without an error (failed points run again).
 
 When the sweep completes, `finish` rewrites the rows in grid order (a point's caches together, in
 simulate's order), so the same grid gives the same file whatever the backend or the completion order,
@@ -28,7 +30,7 @@ from pagedkv.outputs import atomic_path
 from pagedkv.sweep.options import cell
 
 PARQUET_EXTRA = "pip install 'pagedkv[parquet]'"
-Key = tuple[str, ...]
+KEY_COLUMNS = ("point", "cache", "error")
 
 
 class ResultsTable:
@@ -37,7 +39,7 @@ class ResultsTable:
     def __init__(self, path: Path, inputs: list[str]) -> None:
         self.path = path
         self.inputs = inputs
-        self.header = [*inputs, "cache", "error"]
+        self.header = [*inputs, *KEY_COLUMNS]
         self.rows: list[dict[str, str]] = []
         self._handle: TextIO | None = None
 
@@ -50,12 +52,9 @@ class ResultsTable:
         table._rewrite()
         return table
 
-    def done(self) -> set[Key]:
-        """The inputs of every point with rows and no error."""
-        return {self.key(row) for row in self.rows if not row.get("error")}
-
-    def key(self, row: dict[str, str]) -> Key:
-        return tuple(row.get(column, "") for column in self.inputs)
+    def done(self) -> set[str]:
+        """The key of every point with rows and no error."""
+        return {row["point"] for row in self.rows if not row.get("error")}
 
     def add_point(self, rows: list[dict[str, str]]) -> None:
         """Append a finished point's rows (`point_rows` or `failure_row`) in one write."""
@@ -67,13 +66,13 @@ class ResultsTable:
             return
         self._write(rows)
 
-    def finish(self, order: Iterable[Key]) -> None:
+    def finish(self, order: Iterable[str]) -> None:
         """Rewrite the rows in grid `order` (rows of other grids after them, as they were), with the
         metric columns in the order their first value appears in those rows: the file then depends on
         the results only, not on which point finished first."""
         rank = {key: i for i, key in enumerate(order)}
-        self.rows.sort(key=lambda row: rank.get(self.key(row), len(rank)))
-        fixed = self.header[: len(self.inputs) + 2]
+        self.rows.sort(key=lambda row: rank.get(row["point"], len(rank)))
+        fixed = self.header[: len(self.inputs) + len(KEY_COLUMNS)]
         seen = [column for row in self.rows for column, value in row.items() if value and column not in fixed]
         self.header = [*fixed, *dict.fromkeys([*seen, *self.header[len(fixed) :]])]
         self._rewrite()
@@ -89,7 +88,7 @@ class ResultsTable:
             text = text[: text.rfind("\n") + 1]
         reader = csv.DictReader(io.StringIO(text))
         header = list(reader.fieldnames or [])
-        missing = [column for column in [*self.inputs, "cache", "error"] if column not in header]
+        missing = [column for column in [*self.inputs, *KEY_COLUMNS] if column not in header]
         if missing:
             raise UsageError(
                 f"--resume: {self.path} was not written by this sweep (no column {missing[0]!r}); "
@@ -127,19 +126,22 @@ def parquet_available() -> bool:
     return importlib.util.find_spec("pyarrow") is not None
 
 
-def point_rows(inputs: dict[str, str], rows: list[dict[str, Any]], options: set[str]) -> list[dict[str, str]]:
-    """A finished point's rows: its `inputs`, then each `run_point` row's cache and metrics (the keys
-    that are not simulate `options`), as strings."""
+def point_rows(
+    inputs: dict[str, str], key: str, rows: list[dict[str, Any]], options: set[str]
+) -> list[dict[str, str]]:
+    """A finished point's rows: its inputs as `run_point` resolved them (as given where it reports
+    none), its `key`, then each row's cache and metrics (the keys that are not simulate `options`)."""
     return [
-        {**inputs, "cache": cell(row["cache"]), "error": ""}
-        | {key: cell(value) for key, value in row.items() if key not in options and key != "cache"}
+        {column: cell(row[column]) if column in row else value for column, value in inputs.items()}
+        | {"point": key, "cache": cell(row["cache"]), "error": ""}
+        | {name: cell(value) for name, value in row.items() if name not in options and name != "cache"}
         for row in rows
     ]
 
 
-def failure_row(inputs: dict[str, str], error: str) -> list[dict[str, str]]:
-    """The one row of a point that failed: its inputs and the error."""
-    return [{**inputs, "cache": "", "error": error}]
+def failure_row(inputs: dict[str, str], key: str, error: str) -> list[dict[str, str]]:
+    """The one row of a point that failed: its inputs as given, its key and the error."""
+    return [{**inputs, "point": key, "cache": "", "error": error}]
 
 
 def _csv_text(header: list[str], rows: list[dict[str, str]], with_header: bool) -> str:
