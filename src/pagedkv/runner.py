@@ -233,21 +233,26 @@ def _run_pool(fn: Callable[[T], R], tasks: Sequence[T], workers: int) -> Iterato
                     result = Failure.of(exc)
                 yield index, result
     finally:
-        _stop_pool(pool, finished=not pending)
+        _stop_pool(pool, list(pending))
 
 
-def _stop_pool(pool: ProcessPoolExecutor, finished: bool) -> None:
-    """Shut the pool down; when tasks are still running (Ctrl-C, an early exit), end its workers now
-    instead of waiting for their current task."""
-    if finished:
+def _stop_pool(pool: ProcessPoolExecutor, unfinished: list[Future[Any]]) -> None:
+    """Shut the pool down; when tasks are still unfinished (Ctrl-C, an early exit), end its workers
+    now instead of waiting for their current task.
+
+    The workers are ended before the executor is told to shut down: a worker that leaves on the
+    shutdown signal is replaced by a new one (CPython 3.11-3.13), which a list taken earlier misses.
+    """
+    if not unfinished:
         pool.shutdown(wait=True)
         return
+    for future in unfinished:
+        future.cancel()
     if hasattr(pool, "terminate_workers"):  # Python 3.14+
         pool.terminate_workers()
         return
     # Before 3.14 the executor's worker processes are only reachable as `_processes`.
     processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         with contextlib.suppress(Exception):
             process.terminate()
@@ -257,6 +262,7 @@ def _stop_pool(pool: ProcessPoolExecutor, finished: bool) -> None:
             if process.is_alive():
                 process.kill()
                 process.join()
+    pool.shutdown(wait=True)  # the executor sees its workers gone and stops without new ones
 
 
 def _ignore_sigint() -> None:
