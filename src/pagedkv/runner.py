@@ -233,21 +233,21 @@ def _run_pool(fn: Callable[[T], R], tasks: Sequence[T], workers: int) -> Iterato
                     result = Failure.of(exc)
                 yield index, result
     finally:
-        _stop_pool(pool, list(pending))
+        _stop_pool(pool, finished=not pending)
 
 
-def _stop_pool(pool: ProcessPoolExecutor, unfinished: list[Future[Any]]) -> None:
+def _stop_pool(pool: ProcessPoolExecutor, finished: bool) -> None:
     """Shut the pool down; when tasks are still unfinished (Ctrl-C, an early exit), end its workers
     now instead of waiting for their current task.
 
     The workers are ended before the executor is told to shut down: a worker that leaves on the
     shutdown signal is replaced by a new one (CPython 3.11-3.13), which a list taken earlier misses.
+    Nothing is cancelled: the executor fails the unfinished futures itself when it finds its workers
+    gone (cancelling them first makes its thread raise on the cancelled ones).
     """
-    if not unfinished:
+    if finished:
         pool.shutdown(wait=True)
         return
-    for future in unfinished:
-        future.cancel()
     if hasattr(pool, "terminate_workers"):  # Python 3.14+
         pool.terminate_workers()
         return
