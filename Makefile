@@ -17,7 +17,7 @@ $(VENV)/.core: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.core
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[torch,dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[torch,dev,ray,parquet]'
 	touch $@
 
 run: $(VENV)/.core

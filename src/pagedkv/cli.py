@@ -26,6 +26,7 @@ COMMANDS = (
     "pagedkv.watch.cli",
     "pagedkv.engine.cli",
     "pagedkv.paper.cli",
+    "pagedkv.sweep.cli",
 )
 
 

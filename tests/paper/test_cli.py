@@ -79,6 +79,8 @@ def test_time_model_options_reach_the_report(trace: str, capsys: pytest.CaptureF
         (["--max-num-batched-tokens", "2000"], "--max-num-batched-tokens 2000: must be >= 2,047"),
         (["--max-num-seqs", "3000"], "--max-num-seqs 3000: must be <= max_num_batched_tokens 2,560"),
         (["--trace", "/no/such/file.csv"], "--trace /no/such/file.csv: no such file"),
+        (["--jobs", "0"], "argument --jobs: must be an integer >= 1, got '0'"),
+        (["--jobs", "2", "--ray"], "--jobs: Ray schedules the tasks itself; give --jobs or --ray, not both"),
     ],
 )
 def test_bad_options_fail_before_simulating_with_one_line_naming_the_flag(
@@ -165,3 +167,13 @@ def test_ctrl_c_while_drawing_leaves_no_partial_png(
     assert main(argv) == 130
     assert [p.name for p in out.iterdir()] == ["fig13a.png"]
     assert (out / "fig13a.png").read_bytes() == b"good old figure"
+
+
+def test_the_figures_do_not_depend_on_the_number_of_processes(trace: str, tmp_path: Path) -> None:
+    """Every simulation is a task of `pagedkv.runner`: one process or a pool gives the same JSON."""
+    argv = ["paper", "--trace", trace, "--figures", "fig13a,fig18b", "--no-figures", *SHORT]
+    for jobs in ("1", "2"):
+        assert main([*argv, "--jobs", jobs, "--json", str(tmp_path / f"{jobs}.json")]) == 0
+    one, two = (json.loads((tmp_path / f"{jobs}.json").read_text()) for jobs in ("1", "2"))
+    assert one.pop("wall_seconds") > 0 and two.pop("wall_seconds") > 0
+    assert one == two

@@ -35,6 +35,7 @@ from pagedkv.paper.setting import (
 )
 from pagedkv.paper.sharegpt import TRACE_NAME, default_trace_path
 from pagedkv.progress import Progress
+from pagedkv.runner import add_backend_arguments, backend_from_args, task_map
 from pagedkv.simulator.option_error import OptionError
 from pagedkv.simulator.roofline import (
     DEFAULT_COMPUTE_EFFICIENCY,
@@ -121,6 +122,7 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument(
         "--max-num-seqs", type=positive_int, default=MAX_NUM_SEQS, help="the scheduler's running sequences"
     )
+    add_backend_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -129,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     from pagedkv.paper.run import run_paper
 
     config = _config(args)
+    backend = backend_from_args(args)
     trace = _trace(args.trace)
     json_path = check_output_file(args.json, "--json") if args.json else None
     out_dir = None if args.no_figures else check_output_dir(args.out_dir, "--out-dir")
@@ -137,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             "--out-dir: writing figures needs matplotlib (pip install matplotlib), or pass --no-figures"
         )
     with Progress(None, desc="pagedkv paper", unit="sim") as progress:
-        results = run_paper(config, trace, progress=progress)
+        results = run_paper(config, trace, mapper=task_map(backend), progress=progress)
     print(format_report(results, config))
     if json_path is not None:
         write_json(json_path, results.to_json())
