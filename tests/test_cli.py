@@ -57,11 +57,52 @@ def test_main_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
     assert "demo" in capsys.readouterr().out
 
 
-def test_main_reports_a_pagedkv_error_with_exit_code_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--block-size", "0"]) == 2
+def test_a_bad_option_is_one_line_naming_the_flag_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--block-size", "0"])
+    assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "error" in err
-    assert "block_size" in err
+    assert err == (
+        "pagedkv demo: error: argument --block-size: must be an integer >= 1, got '0' "
+        "(see pagedkv demo --help)\n"
+    )
+
+
+def test_main_reports_a_pagedkv_error_with_exit_code_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pagedkv.demo
+    from pagedkv.errors import UsageError
+
+    def refuse(args: object) -> int:
+        raise UsageError("--block-size 3: not today")
+
+    monkeypatch.setattr(pagedkv.demo, "run", refuse)
+    assert main(["demo"]) == 2
+    assert capsys.readouterr().err == "pagedkv demo: error: --block-size 3: not today\n"
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """More output than a pipe holds, read by `head -1`: the writer gets EPIPE and must end quietly."""
+    script = tmp_path / "loud.py"
+    script.write_text(
+        "import sys\n"
+        "import pagedkv.demo\n"
+        "from pagedkv.cli import main\n"
+        "pagedkv.demo.run = lambda args: [print('block', i) for i in range(200_000)] and 0\n"
+        "sys.exit(main(['demo']))\n"
+    )
+    done = subprocess.run(
+        f"{sys.executable} {script} | head -1; echo rc=${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.stdout.splitlines() == ["block 0", "rc=141"]
+    assert done.stderr == ""
 
 
 def test_version_and_python_dash_m() -> None:

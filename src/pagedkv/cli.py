@@ -7,13 +7,15 @@ and works without the optional extras.
 
 Exit codes, the same for every command: 0 done; 2 a user's mistake (a `PagedKVError`: one line
 on stderr naming the option or value, never a traceback); 130 interrupted by Ctrl-C (one line,
-"interrupted"; outputs are written atomically, so nothing is left half-written).
+"interrupted"; outputs are written atomically, so nothing is left half-written); 141 when the output
+pipe was closed early (`| head`), silently.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from pagedkv import __version__
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`pagedkv simulate | head`): stop quietly, as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
 
 
 if __name__ == "__main__":

@@ -6,8 +6,12 @@ import argparse
 
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="walk through allocate / fork / append / free")
-    parser.add_argument("--block-size", type=int, default=4)
+    from pagedkv.options import Formatter, positive_int
+
+    parser = subparsers.add_parser(
+        "demo", help="walk through allocate / fork / append / free", formatter_class=Formatter
+    )
+    parser.add_argument("--block-size", type=positive_int, default=4, help="tokens per block")
     parser.set_defaults(func=run)
 
 
