@@ -26,6 +26,7 @@ run: $(VENV)/.core
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests benchmarks simulate.py
 	$(BIN)/ruff format --check src tests benchmarks simulate.py
+	$(BIN)/mypy
 
 test: lint chromium
 	$(BIN)/python -m pytest -q
