@@ -4,6 +4,9 @@
    Timed as a fresh process, interpreter start and the matplotlib import included.
 2. The Azure LLM inference 2023 conversation trace (19,366 requests) through the naive and the paged
    cache: target <= 10 s. Timed in-process: trace loading, then each cache's simulation.
+3. 10,000 ShareGPT-length requests (the Llama-2-tokenized ShareGPT lengths, Poisson at 5 req/s) on
+   Llama-3.1-8B on one H100 with vLLM V1's chunked prefill (issue 10): target <= 10 s. Timed as a fresh
+   `pagedkv simulate --model ...` process, everything included.
 
     python benchmarks/bench_simulate.py [--repeat 3] [--traces DIR]
 
@@ -24,6 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 AZURE_CONV = "AzureLLMInferenceTrace_conv.csv"
+SHAREGPT_LLAMA = "sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
 
 
 def bench_default(repeat: int) -> list[float]:
@@ -65,6 +69,36 @@ def bench_azure(trace: Path, repeat: int) -> None:
         print(f"  run {run + 1}: {total:.2f} s total = load {load_s:.2f} s + {parts}")
 
 
+def bench_model(trace: Path, repeat: int) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "pagedkv",
+        "simulate",
+        "--model",
+        "Llama-3.1-8B",
+        "--gpu",
+        "H100-80GB",
+        "--trace",
+        str(trace),
+        "--num-requests",
+        "10000",
+        "--rate",
+        "5",
+        "--no-plot",
+    ]
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, cwd=REPO)
+        times.append(time.perf_counter() - start)
+    best = min(times)
+    print(
+        f"  median {statistics.median(times):.2f} s, best {best:.2f} s over {len(times)} runs "
+        f"= {10_000 / best:,.0f} requests simulated per second (process start included)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -79,12 +113,14 @@ def main() -> None:
         f"min {min(times):.2f} s over {len(times)} runs (target <= 3 s)"
     )
     folders = [args.traces, REPO.parent / "shared" / "data" / "traces", os.environ.get("PAGEDKV_TRACES")]
-    trace = next((Path(f) / AZURE_CONV for f in folders if f and (Path(f) / AZURE_CONV).is_file()), None)
-    if trace is None:
-        print(f"Azure conversation trace: skipped ({AZURE_CONV} not found; pass --traces DIR)")
+    folder = next((Path(f) for f in folders if f and (Path(f) / AZURE_CONV).is_file()), None)
+    if folder is None:
+        print(f"trace benchmarks: skipped ({AZURE_CONV} not found; pass --traces DIR)")
         return
-    print(f"Azure conversation trace, naive + paged, 262,144 KV slots each (target <= 10 s): {trace}")
-    bench_azure(trace, args.repeat)
+    print(f"Azure conversation trace, naive + paged, 262,144 KV slots each (target <= 10 s): {folder}")
+    bench_azure(folder / AZURE_CONV, args.repeat)
+    print("10,000 ShareGPT-length requests, Llama-3.1-8B on one H100, chunked prefill (target <= 10 s):")
+    bench_model(folder / SHAREGPT_LLAMA, args.repeat)
 
 
 if __name__ == "__main__":
