@@ -68,9 +68,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--traces", type=Path, help="folder holding the trace files")
     args = parser.parse_args()
-    folders = [args.traces, REPO.parent / "shared" / "data" / "traces", os.environ.get("PAGEDKV_TRACES")]
-    trace = next((Path(f) / SHAREGPT for f in folders if f and (Path(f) / SHAREGPT).is_file()), None)
-    if trace is None:
+    from pagedkv.simulator.traces import find_trace
+
+    trace = args.traces / SHAREGPT if args.traces else find_trace(SHAREGPT)
+    if trace is None or not trace.is_file():
         raise SystemExit(f"{SHAREGPT} not found; pass --traces DIR")
     base = ["--trace", str(trace), "--caches", "paged", "--no-plot", *DEPLOYMENT]
     print(f"{'requests':>10} {'wall (s)':>9} {'req/s':>9} {'steps':>10} {'peak RSS (MB)':>14}")

@@ -10,7 +10,8 @@
 
     python benchmarks/bench_simulate.py [--repeat 3] [--traces DIR]
 
-The trace is looked up in ``<repo>/../shared/data/traces`` (or $PAGEDKV_TRACES, or --traces); the second
+The traces are looked up where the package looks (`find_trace`: $PAGEDKV_TRACES, ../shared/data/traces)
+or in --traces DIR; the
 benchmark is skipped, saying so, when it is absent.
 """
 
@@ -112,8 +113,10 @@ def main() -> None:
         f"python simulate.py (defaults, plot included): median {statistics.median(times):.2f} s, "
         f"min {min(times):.2f} s over {len(times)} runs (target <= 3 s)"
     )
-    folders = [args.traces, REPO.parent / "shared" / "data" / "traces", os.environ.get("PAGEDKV_TRACES")]
-    folder = next((Path(f) for f in folders if f and (Path(f) / AZURE_CONV).is_file()), None)
+    from pagedkv.simulator.traces import find_trace
+
+    azure = args.traces / AZURE_CONV if args.traces else find_trace(AZURE_CONV)
+    folder = azure.parent if azure is not None and azure.is_file() else None
     if folder is None:
         print(f"trace benchmarks: skipped ({AZURE_CONV} not found; pass --traces DIR)")
         return

@@ -39,10 +39,14 @@ BACKENDS = {
 }
 
 
-def traces_dir(given: Path | None) -> Path:
-    if given is not None:
-        return given
-    return Path(os.environ.get("PAGEDKV_TRACES", REPO.parent / "shared" / "data" / "traces"))
+def find(name: str, given: Path | None) -> Path:
+    """`name` in --traces DIR, else where the package looks (`pagedkv.simulator.traces.find_trace`)."""
+    from pagedkv.simulator.traces import find_trace
+
+    found = given / name if given is not None else find_trace(name)
+    if found is None or not found.is_file():
+        raise SystemExit(f"{name} not found; pass --traces DIR")
+    return found
 
 
 def sweep_args(trace: Path, num_requests: int) -> list[str]:
@@ -80,7 +84,7 @@ def main() -> None:
     parser.add_argument("--num-requests", type=int, default=10_000)
     parser.add_argument("--traces", type=Path, help="folder holding the trace files")
     args = parser.parse_args()
-    trace = traces_dir(args.traces) / SHAREGPT
+    trace = find(SHAREGPT, args.traces)
     if not trace.exists():
         sys.exit(f"bench_sweep: {trace} not found; give --traces DIR or set PAGEDKV_TRACES")
     base = sweep_args(trace, args.num_requests)

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from pagedkv.cli import build_parser
+from pagedkv.simulator.traces import find_trace
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-TRACES = REPO.parent / "shared" / "data" / "traces"
 
 
 def _commands() -> list[tuple[str, str]]:
@@ -51,10 +51,9 @@ def test_every_command_in_the_docs_is_accepted(
 ) -> None:
     argv = shlex.split(command)
     argv = ["simulate", *argv[2:]] if argv[0] == "python" else argv[1:]
-    if any(
-        str(TRACES.relative_to(REPO.parent)) in arg or "shared/data/traces" in arg for arg in argv
-    ) and not (TRACES.is_dir()):
-        pytest.skip("shared traces not found (../shared/data/traces)")
+    traces = [arg for arg in argv if "shared/data/traces/" in arg]
+    if any(find_trace(Path(arg).name) is None for arg in traces):
+        pytest.skip("shared traces not found ($PAGEDKV_TRACES, ../shared/data/traces)")
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         try:

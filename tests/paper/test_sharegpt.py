@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,19 +15,12 @@ from pagedkv.simulator.workload import Request
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _trace() -> Path:
-    for directory in (REPO.parent / "shared" / "data" / "traces", os.environ.get("PAGEDKV_TRACES")):
-        if directory and (Path(directory) / TRACE_NAME).is_file():
-            return Path(directory) / TRACE_NAME
-    pytest.skip(f"{TRACE_NAME} not found in <repo>/../shared/data/traces or $PAGEDKV_TRACES")
-
-
 def _pool(count: int) -> list[Request]:
     return [Request(i, 0.0, 1 + i % 50, 1 + i % 7) for i in range(count)]
 
 
-def test_the_trace_gives_the_artifacts_filtered_lengths() -> None:
-    pool = load_sharegpt(_trace())
+def test_the_trace_gives_the_artifacts_filtered_lengths(real_trace: Callable[[str], Path]) -> None:
+    pool = load_sharegpt(real_trace(TRACE_NAME))
     assert len(pool) == 79_725  # prompt + output < 2048, as the artifact's trace.py keeps
     assert sum(r.prompt_len for r in pool) / len(pool) == pytest.approx(161.18, abs=0.01)
     assert sum(r.output_len for r in pool) / len(pool) == pytest.approx(338.00, abs=0.01)

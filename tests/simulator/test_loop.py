@@ -3,8 +3,8 @@ sharing, prefix caching, the time model."""
 
 from __future__ import annotations
 
-import os
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,14 +26,6 @@ from pagedkv.simulator import (
 from pagedkv.simulator.token_ids import prompt_token_ids
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def _traces_dir() -> Path | None:
-    beside = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "traces"
-    if beside.is_dir():
-        return beside
-    env = os.environ.get("PAGEDKV_TRACES")
-    return Path(env) if env and Path(env).is_dir() else None
 
 
 def _small(num: int = 120, seed: int = 5) -> list[Request]:
@@ -229,11 +221,8 @@ def test_prefix_cache_hits_where_the_trace_says_prompts_share() -> None:
     assert off.summary()["prefix_hit_rate"] is None
 
 
-def test_real_mooncake_trace_hit_rate_matches_its_shared_prefixes() -> None:
-    traces = _traces_dir()
-    if traces is None or not (traces / "synthetic_trace.jsonl").is_file():
-        pytest.skip("shared traces not found (../shared/data/traces or $PAGEDKV_TRACES)")
-    requests = load_trace(traces / "synthetic_trace.jsonl", limit=300).requests
+def test_real_mooncake_trace_hit_rate_matches_its_shared_prefixes(real_trace: Callable[[str], Path]) -> None:
+    requests = load_trace(real_trace("synthetic_trace.jsonl"), limit=300).requests
     seen: set[tuple[int, ...]] = set()
     shared = 0
     for request in requests:  # tokens of full 512-token chunks whose whole prefix appeared before

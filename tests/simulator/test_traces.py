@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -334,20 +334,6 @@ def test_trace_error_is_a_pagedkv_error() -> None:
 # --- the real shared traces -------------------------------------------------------------------
 
 
-def _traces_dir() -> Path | None:
-    for candidate in (REPO.parent / "shared" / "data" / "traces", os.environ.get("PAGEDKV_TRACES")):
-        if candidate and Path(candidate, "SOURCES.md").is_file():
-            return Path(candidate)
-    return None
-
-
-def _real(name: str) -> Path:
-    directory = _traces_dir()
-    if directory is None or not (directory / name).is_file():
-        pytest.skip(f"real trace {name} not found in <repo>/../shared/data/traces or $PAGEDKV_TRACES")
-    return directory / name
-
-
 def _mean(values: list[int]) -> float:
     return sum(values) / len(values)
 
@@ -367,9 +353,15 @@ REAL_TRACES = [
 
 @pytest.mark.parametrize(("name", "fmt", "rows", "prompt_mean", "output_mean", "span"), REAL_TRACES)
 def test_real_trace_matches_its_published_statistics(
-    name: str, fmt: str, rows: int, prompt_mean: float | None, output_mean: float | None, span: int | None
+    name: str,
+    fmt: str,
+    rows: int,
+    prompt_mean: float | None,
+    output_mean: float | None,
+    span: int | None,
+    real_trace: Callable[[str], Path],
 ) -> None:
-    result = load_trace(_real(name))
+    result = load_trace(real_trace(name))
 
     assert (result.fmt, len(result.requests), result.rows) == (fmt, rows, rows)
     assert (result.truncated, result.dropped, result.clamped_outputs, result.empty_prompts) == (0, 0, 0, 0)
@@ -384,16 +376,18 @@ def test_real_trace_matches_its_published_statistics(
 
 
 @pytest.mark.parametrize("name", ["conversation_trace.jsonl", "synthetic_trace.jsonl"])
-def test_real_mooncake_has_one_hash_id_per_512_token_block(name: str) -> None:
-    requests = load_trace(_real(name)).requests
+def test_real_mooncake_has_one_hash_id_per_512_token_block(
+    name: str, real_trace: Callable[[str], Path]
+) -> None:
+    requests = load_trace(real_trace(name)).requests
     assert all(len(r.prefix_hash_ids) == math.ceil(r.prompt_len / 512) for r in requests)
     if name == "conversation_trace.jsonl":
         assert all(r.prefix_hash_ids[0] == 0 for r in requests), "SOURCES.md: every request shares block 0"
 
 
-def test_real_sharegpt_filtered_like_the_paper() -> None:
+def test_real_sharegpt_filtered_like_the_paper(real_trace: Callable[[str], Path]) -> None:
     result = load_trace(
-        _real("sharegpt_opt_text_completion_length.csv"), max_seq_len=2048, on_too_long="drop"
+        real_trace("sharegpt_opt_text_completion_length.csv"), max_seq_len=2048, on_too_long="drop"
     )
     assert (len(result.requests), result.dropped) == (79_731, 84_226 - 79_731)
     assert _mean([r.prompt_len for r in result.requests]) == pytest.approx(161.31, abs=0.005)

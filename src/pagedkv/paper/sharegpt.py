@@ -13,25 +13,18 @@ import random
 from pathlib import Path
 
 from pagedkv.errors import InvalidArgument
-from pagedkv.simulator.traces import TraceError, load_trace
+from pagedkv.simulator.traces import TraceError, find_trace, load_trace
 from pagedkv.simulator.workload import Request, with_poisson_arrivals
 
 TRACE_NAME = "sharegpt_opt_text_completion_length.csv"
 MAX_TOTAL_LEN = 2048  # the artifact keeps pairs with prompt + output < 2048
-_REPO = Path(__file__).resolve().parents[3]
 
 
 def default_trace_path() -> Path:
-    """Where the trace is looked for: ``$PAGEDKV_TRACES``, then ``<repo>/../shared/data/traces``, then
-    ``./shared/data/traces`` and ``../shared/data/traces`` relative to the working directory."""
-    candidates = []
-    if os.environ.get("PAGEDKV_TRACES"):
-        candidates.append(Path(os.environ["PAGEDKV_TRACES"]))
-    candidates += [_REPO.parent / "shared" / "data" / "traces", Path("shared/data/traces")]
-    candidates.append(Path("../shared/data/traces"))
-    for directory in candidates:
-        if (directory / TRACE_NAME).is_file():
-            return directory / TRACE_NAME
+    """The paper's trace in the shared traces folders (`pagedkv.simulator.traces.trace_folders`)."""
+    found = find_trace(TRACE_NAME)
+    if found is not None:
+        return found
     raise TraceError(
         f"{TRACE_NAME} not found in $PAGEDKV_TRACES, <repo>/../shared/data/traces or ./shared/data/traces; "
         "pass --trace PATH (the ShareGPT lengths of the paper's artifact, sosp-ae-39/sosp-ae-astra)"

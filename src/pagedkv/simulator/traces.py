@@ -37,10 +37,13 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from pagedkv.errors import InvalidArgument, PagedKVError
 from pagedkv.simulator.workload import PREFIX_BLOCK_TOKENS, Request
+
+_REPO = Path(__file__).resolve().parents[3]  # a source checkout: <repo>/src/pagedkv/simulator
 
 FORMATS = ("azure", "mooncake", "lengths")
 ON_TOO_LONG = ("truncate", "drop")
@@ -53,6 +56,20 @@ _EPOCH = datetime(1970, 1, 1)
 
 class TraceError(PagedKVError):
     """A trace file that cannot be read; the message starts with ``path:line:`` of the offending row."""
+
+
+def trace_folders() -> list[Path]:
+    """Where the shared trace files are looked for, in order: ``$PAGEDKV_TRACES``; ``../shared/data/traces``
+    beside a source checkout; ``./shared/data/traces`` and ``../shared/data/traces`` from the working
+    directory. The one lookup of the package, its tests and its benchmarks."""
+    folders = [Path(os.environ["PAGEDKV_TRACES"])] if os.environ.get("PAGEDKV_TRACES") else []
+    folders += [_REPO.parent / "shared" / "data" / "traces", Path("shared/data/traces")]
+    return [*folders, Path("../shared/data/traces")]
+
+
+def find_trace(name: str) -> Path | None:
+    """The first file called `name` in `trace_folders()`, or None."""
+    return next((folder / name for folder in trace_folders() if (folder / name).is_file()), None)
 
 
 class TraceResult(NamedTuple):
