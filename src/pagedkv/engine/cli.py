@@ -80,7 +80,9 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     sampling = parser.add_argument_group("sampling (pagedkv.SamplingParams, vLLM's names)")
     sampling.add_argument("--max-tokens", type=int, default=32, help="tokens to generate per sample, at most")
     sampling.add_argument("--min-tokens", type=int, default=0, help="tokens before EOS / stops may end it")
-    sampling.add_argument("--n", type=int, default=1, help="samples per prompt (forked, sharing its blocks)")
+    sampling.add_argument(
+        "-n", "--n", type=int, default=1, help="samples per prompt (forked, sharing its blocks)"
+    )
     sampling.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     sampling.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
     sampling.add_argument("--top-k", type=int, default=0, help="most likely tokens kept (0 = off)")
