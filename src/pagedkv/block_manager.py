@@ -394,6 +394,14 @@ class BlockManager:
         """The free list, next-to-be-reused first (for tests and debugging)."""
         return list(self._free)
 
+    def cached_free_block_ids(self) -> list[int]:
+        """The free blocks whose contents a prefix lookup could still find, in free-list order (for
+        viewers; empty without prefix caching). Walks the free list."""
+        if self._cache is None:
+            return []
+        is_cached = self._cache.block_is_cached
+        return [block for block in self._free if is_cached[block]]
+
     def __contains__(self, seq_id: object) -> bool:
         return seq_id in self._seqs
 

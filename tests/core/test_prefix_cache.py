@@ -394,3 +394,14 @@ def test_freed_sequences_are_let_go_when_no_lookup_walks_past_their_chain() -> N
     gc.collect()
     assert sum(type(o) is Sequence for o in gc.get_objects()) < 40
     assert bm.stats.hit_tokens == 999 * 8
+
+
+def test_cached_free_block_ids_lists_the_findable_free_blocks_in_free_order() -> None:
+    bm = BlockManager(8, 4, enable_prefix_caching=True)
+    bm.allocate("a", list(range(1, 10)))  # blocks 0, 1 full, 2 holds one token
+    bm.free("a")
+    assert bm.free_block_ids() == [2, 3, 4, 5, 6, 7, 1, 0]  # the partial block first, full ones last
+    assert bm.cached_free_block_ids() == [1, 0]
+    bm.allocate("b", list(range(1, 5)) + [99])  # reuses block 0 (its prefix), takes block 2
+    assert bm.cached_free_block_ids() == [1]
+    assert BlockManager(8, 4).cached_free_block_ids() == []

@@ -11,7 +11,7 @@ Read, never changed:
   their layout (`max_seq_len`, a naive row; `block_size`, an Orca buddy unit);
 - `PagedCache`: `block_size`, `sequences(request_id)` and its `BlockManager` `bm`:
   `block_table(seq)`, `enable_prefix_caching`, `free_block_ids()` and, with prefix caching, the
-  prefix cache's per-block `block_is_cached` flags (no public accessor exists yet, see `_cached_flags`);
+  prefix cache's cached free blocks (`cached_free_block_ids`);
 - what the manager's `allocate`, `append` and `append_batch` return (prefix-cache hits, the
   copy-on-write pairs), observed by wrapping those three methods on the one `BlockManager` instance
   (`_Taps`): arguments and results pass through unchanged, the wrapper only notes the results;
@@ -228,9 +228,8 @@ class Recorder:
                     self._placements[index].blocks = table
                 opened[seq] = index
                 snapshot.seqs += (index, length, len(table))
-        flags = _cached_flags(cache)
-        if flags is not None:
-            snapshot.cached = sorted(block for block in bm.free_block_ids() if flags[block])
+        if bm.enable_prefix_caching:
+            snapshot.cached = sorted(bm.cached_free_block_ids())
 
     def _add(self, placement: Placement) -> int:
         self._placements.append(placement)
@@ -250,14 +249,6 @@ def _grows(known: list[int], table: list[int]) -> bool:
     """Whether `table` is `known` extended (or a prefix of it): the same stay of the same sequence."""
     common = min(len(known), len(table))
     return known[:common] == table[:common]
-
-
-def _cached_flags(cache: PagedCache) -> Any:
-    """The prefix cache's ``block_is_cached`` flags (1 = contents findable by a lookup), or None when
-    prefix caching is off. Private state of `BlockManager`: a public ``is_cached(block)`` or
-    ``cached_free_blocks()`` accessor would replace this."""
-    prefix = getattr(cache.bm, "_cache", None)
-    return None if prefix is None else prefix.block_is_cached
 
 
 class _Taps:
