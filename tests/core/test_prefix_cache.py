@@ -402,6 +402,6 @@ def test_cached_free_block_ids_lists_the_findable_free_blocks_in_free_order() ->
     bm.free("a")
     assert bm.free_block_ids() == [2, 3, 4, 5, 6, 7, 1, 0]  # the partial block first, full ones last
     assert bm.cached_free_block_ids() == [1, 0]
-    bm.allocate("b", list(range(1, 5)) + [99])  # reuses block 0 (its prefix), takes block 2
+    bm.allocate("b", [1, 2, 3, 4, 99])  # reuses block 0 (its prefix), takes block 2
     assert bm.cached_free_block_ids() == [1]
     assert BlockManager(8, 4).cached_free_block_ids() == []
