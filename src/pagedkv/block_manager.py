@@ -31,7 +31,6 @@ the general path it falls back to (several tokens, a copy-on-write, or anything 
 
 from __future__ import annotations
 
-import os
 from array import array
 from collections.abc import Hashable
 from collections.abc import Sequence as SequenceABC
@@ -45,6 +44,7 @@ from pagedkv.errors import (
     UnknownSequence,
 )
 from pagedkv.free_block_queue import FreeBlockQueue
+from pagedkv.memory import format_bytes, physical_memory_bytes
 from pagedkv.prefix_cache import Lookup, PrefixCache, PrefixMatch
 from pagedkv.sequence import Sequence
 
@@ -555,32 +555,15 @@ def _check_pool_fits(num_blocks: int, enable_prefix_caching: bool) -> None:
     if enable_prefix_caching:
         per_block += PrefixCache.BYTES_PER_BLOCK
     need = per_block * num_blocks
-    memory = _physical_memory()
+    memory = physical_memory_bytes()
     if memory is not None and need > memory:
         raise InvalidArgument(
-            f"num_blocks={num_blocks:,} needs {_size(need)} for its block arrays ({per_block} bytes per "
-            f"block x {num_blocks:,} blocks), more than this machine's {_size(memory)} of memory; "
+            f"num_blocks={num_blocks:,} needs {format_bytes(need)} for its block arrays ({per_block} bytes "
+            f"per block x {num_blocks:,} blocks), more than this machine's {format_bytes(memory)} of memory; "
             "use fewer blocks"
         )
     if num_blocks > MAX_BLOCKS:
         raise InvalidArgument(
             f"num_blocks={num_blocks:,} is more than the {MAX_BLOCKS:,} block ids a C int holds "
-            f"(it would need {_size(need)}, {per_block} bytes per block); use fewer blocks"
+            f"(it would need {format_bytes(need)}, {per_block} bytes per block); use fewer blocks"
         )
-
-
-def _size(num_bytes: float) -> str:
-    unit = "B"
-    for larger in ("KiB", "MiB", "GiB", "TiB"):
-        if num_bytes < 1024:
-            break
-        num_bytes, unit = num_bytes / 1024, larger
-    return f"{num_bytes:,.1f} {unit}"
-
-
-def _physical_memory() -> int | None:
-    """Bytes of physical memory, or None where the OS does not say (no check is made then)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None

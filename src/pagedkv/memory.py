@@ -4,6 +4,7 @@ Why: a size typed with a few zeros too many (``--num-blocks 10**12``) should cos
 naming the option and the memory it would take, not a `MemoryError` after a minute of allocating or
 a machine swapping itself to a halt. Estimates are per-item costs measured on CPython 3.11 (stated
 where they are used); they only need to be right within a small factor to catch a runaway size.
+Standard library only: the core manager and every command use it before importing anything heavy.
 """
 
 from __future__ import annotations
@@ -15,12 +16,37 @@ from pagedkv.errors import InvalidArgument, PagedKVError
 GIB = 1 << 30
 
 
-def physical_memory_bytes() -> int:
-    """Total physical memory (falls back to 16 GiB where the OS does not say)."""
+def physical_memory_bytes() -> int | None:
+    """Total physical memory, or None where the OS does not say (then no check is made)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return 16 * GIB
+        return None
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the kernel says can be allocated now without swapping (MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def format_bytes(num_bytes: float) -> str:
+    """``14.6 TiB``: the largest binary unit that keeps the number at least 1."""
+    unit = "B"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if num_bytes < 1024:
+            break
+        num_bytes, unit = num_bytes / 1024, larger
+    return f"{num_bytes:,.1f} {unit}"
 
 
 def require_memory(
@@ -28,8 +54,8 @@ def require_memory(
 ) -> None:
     """Raise `error` naming `what` when `needed_bytes` exceeds this machine's physical memory."""
     total = physical_memory_bytes()
-    if needed_bytes > total:
+    if total is not None and needed_bytes > total:
         raise error(
-            f"{what} would need about {needed_bytes / GIB:,.1f} GiB of memory, more than this machine's "
-            f"{total / GIB:,.1f} GiB; {remedy}"
+            f"{what} would need about {format_bytes(needed_bytes)} of memory, more than this machine's "
+            f"{format_bytes(total)}; {remedy}"
         )

@@ -246,7 +246,7 @@ def test_a_pool_larger_than_memory_is_refused_before_anything_is_allocated() -> 
 def test_the_memory_check_is_bytes_per_block_times_blocks_against_physical_memory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(block_manager, "_physical_memory", lambda: 16_000)
+    monkeypatch.setattr(block_manager, "physical_memory_bytes", lambda: 16_000)
     assert BlockManager(num_blocks=1000).num_free_blocks == 1000  # 16 bytes per block x 1000: fits exactly
     with pytest.raises(
         InvalidArgument, match=r"needs 15\.6 KiB .*16 bytes per block x 1,001 blocks.* 15\.6 KiB"
@@ -258,6 +258,6 @@ def test_the_memory_check_is_bytes_per_block_times_blocks_against_physical_memor
 
 def test_more_blocks_than_int_block_ids_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     for memory in (None, 2**60):  # the OS does not say, or a machine that could hold the arrays
-        monkeypatch.setattr(block_manager, "_physical_memory", lambda memory=memory: memory)
+        monkeypatch.setattr(block_manager, "physical_memory_bytes", lambda memory=memory: memory)
         with pytest.raises(InvalidArgument, match="2,147,483,647 block ids"):
             BlockManager(num_blocks=2**31)

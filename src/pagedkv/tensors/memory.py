@@ -9,11 +9,10 @@ them equal), so the check and the allocation can never disagree.
 
 from __future__ import annotations
 
-import os
-
+from pagedkv.memory import GIB, available_memory_bytes
 from pagedkv.tensors.errors import InsufficientMemory
 
-GIB = 2**30
+__all__ = ["GIB", "available_memory_bytes", "check_fits_in_memory", "kv_cache_bytes"]
 
 
 def kv_cache_bytes(
@@ -21,21 +20,6 @@ def kv_cache_bytes(
 ) -> int:
     """Bytes of K and V for every layer: [num_layers, 2, num_blocks, num_kv_heads, block_size, head_dim]."""
     return num_layers * 2 * num_blocks * num_kv_heads * block_size * head_dim * element_size
-
-
-def available_memory_bytes() -> int | None:
-    """Memory the kernel says can be allocated without swapping (MemAvailable), or None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def check_fits_in_memory(nbytes: int, what: str, remedy: str) -> None:
