@@ -29,7 +29,7 @@ def test_writes_plot_json_csv_and_prints_the_table(
         "token states",
         "internal fragmentation",
         "free (no demand)",
-        "TTFT p50 / p99",
+        "TTFT p50 / p90 / p99 (s)",
         "orca-pow2",
     ):
         assert label in text
@@ -50,6 +50,11 @@ def test_writes_plot_json_csv_and_prints_the_table(
     )
     e2e = sorted(float(row["e2e_s"]) for row in paged_rows)
     assert paged["summary"]["e2e_s_p50"] == pytest.approx((e2e[29] + e2e[30]) / 2, abs=1e-5)
+    # the table prints p50 / p90 / p99 of every latency, the JSON's numbers
+    (ttft_row,) = [line for line in text.splitlines() if line.startswith("TTFT p50 / p90 / p99 (s)")]
+    quantiles = [paged["summary"][f"ttft_s_{q}"] for q in ("p50", "p90", "p99")]
+    assert ttft_row.endswith(" / ".join(f"{v:,.2f}" for v in quantiles))
+    assert paged["summary"]["ttft_s_p50"] < paged["summary"]["ttft_s_p90"] < paged["summary"]["ttft_s_p99"]
 
 
 def test_trace_with_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -285,7 +290,7 @@ def test_a_model_on_a_gpu_gets_vllms_block_count_and_roofline(capsys: pytest.Cap
         assert line in text  # every term of the sum is printed
     assert "vLLM V1, max_num_seqs 256, 2,048 tokens a step" in text  # vllm serve's A100 defaults
     assert "step = host 10.0 ms + max(weights" in text
-    assert "TTFT p50 / p99 (s)" in text
+    assert "TPOT p50 / p90 / p99 (ms)" in text
 
 
 def test_fp8_kv_doubles_the_blocks_and_a_given_budget_is_kept(capsys: pytest.CaptureFixture[str]) -> None:

@@ -41,6 +41,15 @@ def _preemptions(s: dict[str, Any]) -> str:
     return f"{s['preemptions_recompute']:,} / {s['swap_outs']:,}"
 
 
+def _quantiles(name: str, fmt: str, scale: float = 1.0) -> Callable[[dict[str, Any]], str]:
+    """``p50 / p90 / p99`` of one latency (`LATENCIES`), scaled to the row's unit."""
+    return lambda s: " / ".join(_cell(s.get(f"{name}_s_{q}"), fmt, scale) for q in ("p50", "p90", "p99"))
+
+
+def _mixed_means(s: dict[str, Any]) -> str:
+    return f"{_cell(s.get('e2e_s_mean'), ',.1f')} / {_cell(s.get('normalized_s_mean'), '.3f')}"
+
+
 ROWS: list[Row] = [
     *[(f"  {BREAKDOWN_LABELS[name]}", _pct(f"{name}_pct_mean")) for name in BREAKDOWN],
     ("slots held, mean / peak (%)", _pair("held_pct_mean", "held_pct_peak", ".1f")),
@@ -49,23 +58,16 @@ ROWS: list[Row] = [
     ("queue length, mean / peak", _pair("queue_mean", "queue_peak", ".1f")),
     ("output tokens per step / per s", _pair("tokens_per_step", "tokens_per_s", ",.1f")),
     ("requests finished", lambda s: f"{s['requests_finished']:,}/{s['requests']:,}"),
-    ("TTFT p50 / p99 (s)", _pair("ttft_s_p50", "ttft_s_p99", ",.2f")),
-    ("TPOT p50 / p99 (ms)", lambda s: _pair("p50", "p99", ",.1f")(_ms(s, "tpot"))),
-    ("latency mean / p99 (s)", _pair("e2e_s_mean", "e2e_s_p99", ",.1f")),
-    ("normalized latency mean (s/token)", _optional("normalized_s_mean", ".3f")),
+    ("TTFT p50 / p90 / p99 (s)", _quantiles("ttft", ",.2f")),
+    ("TPOT p50 / p90 / p99 (ms)", _quantiles("tpot", ",.1f", 1e3)),
+    ("latency p50 / p90 / p99 (s)", _quantiles("e2e", ",.1f")),
+    ("normalized p50 / p90 / p99 (s/token)", _quantiles("normalized", ".3f")),
+    ("latency mean (s) / normalized (s/token)", _mixed_means),
     ("steps / simulated time (s)", lambda s: f"{s['steps']:,} / {s['sim_time_s']:,.0f}"),
     ("preemptions: recompute / swap", _preemptions),
     ("prefix-cache hit rate (%)", _optional("prefix_hit_rate", ".1f", 100.0)),
     ("sharing savings (%)", _pct("sharing_savings_pct")),
 ]
-
-
-def _ms(summary: dict[str, Any], name: str) -> dict[str, Any]:
-    return {q: _scaled(summary.get(f"{name}_s_{q}"), 1e3) for q in ("p50", "p99")}
-
-
-def _scaled(value: Any, scale: float) -> Any:
-    return None if value is None else value * scale
 
 
 def format_table(results: dict[str, SimResult], window: tuple[float, float] | None = None) -> str:
