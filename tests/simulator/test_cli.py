@@ -312,11 +312,39 @@ def test_a_gpu_given_by_its_numbers_and_own_step_coefficients(capsys: pytest.Cap
     assert "custom GPU" in text and "engine:    20 ms per engine step" in text
 
 
+def test_a_gpu_given_by_its_numbers_splits_a_model_over_its_given_link(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    numbers = ["--gpu-memory-gib", "48", "--gpu-hbm-gbps", "864", "--gpu-tflops", "181", "-tp", "2"]
+    assert main([*MODEL_RUN, *numbers, "--gpu-link-gbps", "32"]) == 0
+    text = capsys.readouterr().out
+    assert "over 80% of 32 GB/s each way (given on the command line)" in text  # the all-reduce term
+
+
+def test_swap_space_is_the_cpu_swap_pool_in_blocks(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*MODEL_RUN, "--caches", "paged", "--preemption-mode", "swap", "--swap-space", "2"]) == 0
+    # Llama-3.1-8B: 128 KiB of KV a token, 2 MiB a block of 16; 2 GiB of CPU memory hold 1,024 blocks
+    assert "paged 28,221 blocks x 16 slots, CPU swap pool 1,024 blocks" in capsys.readouterr().out
+    assert main([*MODEL_RUN, "--caches", "paged", "--preemption-mode", "swap"]) == 0
+    assert "CPU swap pool 2,048 blocks" in capsys.readouterr().out  # vLLM's default, 4 GiB
+
+
+def test_a_sliding_window_model_says_its_kv_is_not_capped(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([MODEL_RUN[0], "--model", "Mistral-7B", *MODEL_RUN[3:]]) == 0
+    assert "note:      Mistral-7B attends over a sliding window of 4,096 tokens" in capsys.readouterr().out
+    assert main(MODEL_RUN) == 0
+    assert "sliding window" not in capsys.readouterr().out
+
+
 MODEL_ERRORS = [
     (["--tensor-parallel-size", "3"], "--tensor-parallel-size 3: does not divide"),
     (["--num-blocks", "100"], "--num-blocks: with --model the model and GPUs fix the KV memory"),
     (["--gpu", "Z80"], "--gpu Z80: GPU 'Z80' is not in the catalogue"),
     (["--gpu-memory-gib", "24"], "needs all of --gpu-memory-gib, --gpu-hbm-gbps and --gpu-tflops"),
+    (
+        ["--gpu-memory-gib", "48", "--gpu-hbm-gbps", "864", "--gpu-tflops", "181", "-tp", "2"],
+        "--tensor-parallel-size 2: a GPU given by its numbers needs --gpu-link-gbps",
+    ),
     (["--swap-space", "8"], "--swap-space sizes the swap pool of --preemption-mode swap"),
     (["--gpu-memory-utilization", "0.1"], "--gpu-memory-utilization 0.1: leaves"),
     (["--max-model-len", "200000"], "--max-model-len 200,000 exceeds Llama-3.1-8B's 131,072 positions"),

@@ -183,6 +183,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     served.add_argument("--gpu-hbm-gbps", type=positive_float, help="GPU memory bandwidth in GB/s")
     served.add_argument("--gpu-tflops", type=positive_float, help="GPU dense 16-bit TFLOP/s")
     served.add_argument(
+        "--gpu-link-gbps",
+        type=positive_float,
+        help="GPU-to-GPU bandwidth in GB/s each way (what tensor parallelism's all-reduces use)",
+    )
+    served.add_argument(
         "--tensor-parallel-size", "-tp", type=positive_int, help="GPUs the model is split across (default 1)"
     )
     served.add_argument(
@@ -482,6 +487,8 @@ def _deployment(args: argparse.Namespace) -> Deployment:
 
 
 def _gpu(args: argparse.Namespace) -> GpuSpec:
+    """The named GPU with any number given on the command line replacing the catalogue's, or a GPU
+    given entirely by its numbers."""
     numbers = {
         "memory_gib": args.gpu_memory_gib,
         "hbm_gb_per_s": args.gpu_hbm_gbps,
@@ -494,16 +501,22 @@ def _gpu(args: argparse.Namespace) -> GpuSpec:
                 "a GPU given by its numbers needs all of --gpu-memory-gib, --gpu-hbm-gbps and --gpu-tflops "
                 "(or name one with --gpu)"
             )
-        return GpuSpec("custom GPU", source="given on the command line", **given)
-    try:
-        gpu = GpuSpec.from_name(args.gpu or DEFAULT_GPU)
-    except InvalidArgument as exc:
-        raise UsageError(f"--gpu {args.gpu}: {exc}") from None
-    return (
-        dataclasses.replace(gpu, source=f"{gpu.source}; overridden on the command line", **given)
-        if given
-        else gpu
-    )
+        if args.gpu_link_gbps is None and (args.tensor_parallel_size or 1) > 1:
+            raise UsageError(
+                f"--tensor-parallel-size {args.tensor_parallel_size}: a GPU given by its numbers needs "
+                "--gpu-link-gbps (its GPU-to-GPU bandwidth) for the all-reduces"
+            )
+        gpu = GpuSpec("custom GPU", source="given on the command line", **given)
+    else:
+        try:
+            gpu = GpuSpec.from_name(args.gpu or DEFAULT_GPU)
+        except InvalidArgument as exc:
+            raise UsageError(f"--gpu {args.gpu}: {exc}") from None
+        if given or args.gpu_link_gbps is not None:
+            gpu = dataclasses.replace(gpu, source=f"{gpu.source}; overridden on the command line", **given)
+    if args.gpu_link_gbps is not None:
+        gpu = dataclasses.replace(gpu, link_gb_per_s=args.gpu_link_gbps, link="given on the command line")
+    return gpu
 
 
 def _swap_slots(args: argparse.Namespace, deployment: Deployment | None) -> int | None:
@@ -561,6 +574,7 @@ def _check_applicable(args: argparse.Namespace, kinds: list[str]) -> list[str]:
             "gpu_memory_gib",
             "gpu_hbm_gbps",
             "gpu_tflops",
+            "gpu_link_gbps",
             "tensor_parallel_size",
             "gpu_memory_utilization",
             "kv_cache_dtype",

@@ -32,6 +32,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pagedkv.block_manager import BlockManager
 from pagedkv.errors import InvariantViolation, OutOfBlocks
@@ -41,6 +42,9 @@ from pagedkv.simulator.config import SimConfig, SimulationConfigError
 from pagedkv.simulator.group import Group
 from pagedkv.simulator.token_ids import output_token_ids, prompt_token_ids
 from pagedkv.simulator.workload import Request
+
+if TYPE_CHECKING:
+    from pagedkv.simulator.paged_counts import CountingPagedCache
 
 PREEMPTION_MODES = ("recompute", "swap")
 _BEAM, _BOUNDARY = 0, 1  # event kinds; at equal ticks, beams fork before blocks are crossed
@@ -62,6 +66,15 @@ def check_paged_options(
         raise SimulationConfigError(f"preemption={preemption!r} must be one of {', '.join(PREEMPTION_MODES)}")
     if swap_slots is not None and swap_slots < 0:
         raise SimulationConfigError(f"swap_slots={swap_slots} must be >= 0 (0 disables swapping)")
+
+
+def describe_pool(cache: PagedCache | CountingPagedCache) -> str:
+    """``9,000 blocks x 16 slots`` (and what is left over, and the swap pool when swapping), for both
+    paged caches."""
+    unused = cache.capacity_slots - cache.num_blocks * cache.block_size
+    tail = f" ({unused:,} slots left over)" if unused else ""
+    swap = f", CPU swap pool {cache.swap_blocks:,} blocks" if cache.preemption == "swap" else ""
+    return f"{cache.num_blocks:,} blocks x {cache.block_size} slots{tail}{swap}"
 
 
 @dataclass(eq=False, slots=True)
@@ -165,9 +178,7 @@ class PagedCache(KVCache):
         return shared + num_seqs * (-(-length // self.block_size) - shared)
 
     def describe(self) -> str:
-        unused = self.capacity_slots - self.num_blocks * self.block_size
-        tail = f" ({unused:,} slots left over)" if unused else ""
-        return f"{self.num_blocks:,} blocks x {self.block_size} slots{tail}"
+        return describe_pool(self)
 
     def counters(self) -> dict[str, int | float]:
         stats = self.bm.stats

@@ -24,7 +24,7 @@ from pagedkv.errors import InvariantViolation
 from pagedkv.simulator.cache import Admission, KVCache, Preemption, Usage
 from pagedkv.simulator.config import SimConfig, SimulationConfigError
 from pagedkv.simulator.group import Group
-from pagedkv.simulator.paged import check_paged_options
+from pagedkv.simulator.paged import check_paged_options, describe_pool
 from pagedkv.simulator.workload import Request
 
 
@@ -85,9 +85,7 @@ class CountingPagedCache(KVCache):
         return Usage(self.held_blocks * self.block_size, self.internal_slots, 0, 0, self.prefill_tokens)
 
     def describe(self) -> str:
-        unused = self.capacity_slots - self.num_blocks * self.block_size
-        tail = f" ({unused:,} slots left over)" if unused else ""
-        return f"{self.num_blocks:,} blocks x {self.block_size} slots{tail}"
+        return describe_pool(self)
 
     def counters(self) -> dict[str, int | float]:
         return {
