@@ -3,9 +3,9 @@
 Each check reads what a person sees (text on the page, pixels of the grid's canvas) and compares it with
 a separate run of the simulator (`watch_truth`): the numbers after seeking to a step, the colour of every
 block, row and Orca unit, the block table shown on a click, the clock moving on play; and that the
-page loads with no console error. `make test` installs chromium (see the Makefile); these tests skip,
-saying why, only where it is not installed. The screenshot in docs/ comes from `test_screenshot`
-(set PAGEDKV_WATCH_SCREENSHOT=docs/watch-screenshot.png to refresh it).
+page loads with no console error. `make test` installs chromium (see the Makefile) and Playwright (the
+`dev` extra); these tests skip, saying why, only where either is missing. The screenshot in docs/ comes
+from `test_screenshot` (set PAGEDKV_WATCH_SCREENSHOT=docs/watch-screenshot.png to refresh it).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import bisect
 import io
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, sync_playwright
-from watch_truth import SMALL, build, decode, run_truth
+from watch_truth import SHARED_PREFIX_BLOCKS, SMALL, build, decode, run_truth, shared_prefixes
 
 from pagedkv.cli import main
 from pagedkv.simulator.metrics import StepSeries, StepTotals
@@ -29,6 +29,16 @@ from pagedkv.watch.document import build_document
 from pagedkv.watch.page import embedded_document, render_page
 from pagedkv.watch.palette import RESERVED, SEQUENCE, STATES, colour_index, rgb
 from pagedkv.watch.record import record
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api",
+    reason="the Playwright package is not installed: `make test` installs it with the dev extra "
+    "(pip install -e '.[dev]')",
+    exc_type=ModuleNotFoundError,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = [
@@ -52,7 +62,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
+    with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         yield launched
         launched.close()
@@ -84,6 +94,12 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> Watched:
 @pytest.fixture(scope="module")
 def prefix(tmp_path_factory: pytest.TempPathFactory) -> Watched:
     return Watched(tmp_path_factory.mktemp("prefix"), PREFIX)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Watched:
+    folder = tmp_path_factory.mktemp("shared")
+    return Watched(folder, shared_prefixes(folder))
 
 
 def open_page(browser: Browser, path: Path, errors: list[str] | None = None) -> Page:
@@ -278,6 +294,106 @@ def test_shared_blocks_and_copy_on_write_are_marked(browser: Browser, samples: W
     page.close()
 
 
+def test_reused_prefix_blocks_are_marked(browser: Browser, shared: Watched) -> None:
+    page = open_page(browser, shared.path)
+    assert "reused from the prefix cache" in page.locator("#legend").inner_text()
+    steps = shared.truths["paged"].steps
+    white = rgb(STATES["background"])
+    for request, reused in SHARED_PREFIX_BLOCKS.items():  # the first frame that shows the request
+        frame = next(
+            f for f in range(len(shared.times)) if (request, 0) in steps[shared.step("paged", f)].seqs
+        )
+        seek(page, frame)
+        page.mouse.move(0, 0)
+        truth = steps[shared.step("paged", frame)]
+        ((table, _),) = truth.seqs.values()  # one request at a time
+        image, geometry = canvas_image(page, "paged")
+        for block in range(len(truth.ref_counts)):
+            x, y, w, h = cell(geometry, block)
+            marked = image.getpixel((x + w - 1, y + h - 1)) == white  # a white square, bottom right
+            assert marked == (block in table[:reused]), (request, block)
+    page.close()
+
+
+def test_hover_and_click_highlight_a_sequence(browser: Browser, samples: Watched) -> None:
+    page = open_page(browser, samples.path)
+    paged_times = samples.results["paged"].series.time
+    frame = samples.times.index(paged_times[len(paged_times) // 3])
+    seek(page, frame)
+    truth = samples.truths["paged"].steps[samples.step("paged", frame)]
+    (request, sample), (table, _) = max(  # the longest table with a block of its own (drawn in its colour)
+        (item for item in truth.seqs.items() if any(truth.ref_counts[b] == 1 for b in item[1][0])),
+        key=lambda item: (len(item[1][0]), item[0]),
+    )
+    key = f"{request}:{sample}"
+    _, geometry = canvas_image(page, "paged")
+    assert geometry["gap"] == 1  # the outline is drawn in the gap between cells
+    x, y, w, h = cell(geometry, next(b for b in table if truth.ref_counts[b] == 1))
+    canvas = page.locator('canvas[data-cache="paged"]')
+    requests = {spec.request_id: spec for spec in samples.run.requests}
+
+    def drawn(focus: tuple[int, int] | None) -> None:
+        """Every panel that holds the focused sequence: its cells in its colour (and outlined), the rest
+        faded; a panel without it (waiting or done there) and every panel without focus: as it is."""
+        for name in samples.results:
+            image, geometry = canvas_image(page, name)
+            step_truth = samples.truths[name].steps[samples.step(name, frame)]
+            expected = _expected_left_pixels(name, step_truth, samples.truths[name].cache, requests)
+            where = step_truth.seqs.get(focus) if focus else None
+            mine = set() if where is None else set(where[0]) if name == "paged" else {where[0]}
+            own = rgb(SEQUENCE[colour_index(*focus)]) if focus else None
+            assert name != "paged" or (focus is None) == (where is None)
+            for unit, colour in expected.items():
+                cx, cy, cw, ch = cell(geometry, unit)
+                pixel = image.getpixel((cx, cy + ch // 2))
+                if unit in mine:
+                    assert pixel == own, (name, unit)
+                else:
+                    assert _close(pixel, _faded(colour) if mine else colour), (name, unit, pixel, colour)
+                if name == "paged" and cx + cw < geometry["width"]:
+                    outlined = image.getpixel((cx + cw, cy + ch // 2)) == rgb(STATES["ink"])
+                    right = unit + 1 if (unit + 1) % geometry["cols"] else -1
+                    assert outlined == (unit in mine or right in mine), (name, unit)
+
+    page.add_style_tag(content="#tooltip { visibility: hidden !important }")  # it floats over the grids
+    canvas.hover(position={"x": x + w / 2, "y": y + h / 2})
+    assert page.evaluate("window.pagedkvWatch.selected") is None  # hovering selects nothing...
+    assert page.locator("#selection").get_attribute("data-key") == key  # ...but shows and highlights
+    drawn((request, sample))
+    page.mouse.move(0, 0)  # leaving the grid ends the highlight
+    assert page.locator("#selection").get_attribute("data-key") is None
+    drawn(None)
+    canvas.click(position={"x": x + w / 2, "y": y + h / 2})
+    page.mouse.move(0, 0)  # a click keeps it
+    assert page.evaluate("window.pagedkvWatch.selected") == key
+    drawn((request, sample))
+    page.close()
+
+
+def test_speed_sets_the_frames_per_second(browser: Browser, three: Watched) -> None:
+    page = open_page(browser, three.path)
+    seek(page, 0)
+    page.clock.install()  # the page's clock and animation frames now move only when the test says
+    page.clock.pause_at(time.time() * 1000 + 1000)
+
+    def advance(fps: str, seconds: int) -> int:
+        page.locator("#speed").select_option(fps)
+        before = page.evaluate("window.pagedkvWatch.frame")
+        page.clock.run_for(seconds * 1000)
+        return int(page.evaluate("window.pagedkvWatch.frame")) - before
+
+    page.locator("#play").click()
+    assert page.locator("#play").get_attribute("data-playing") == "1"
+    slow = advance("5", 2)
+    fast = advance("60", 1)  # changed while playing: from now on 60 frames a second
+    medium = advance("10", 2)
+    page.locator("#play").click()
+    # the frame counter moves at the chosen rate (the last animation frame may fall up to ~2 frames short)
+    assert 10 - 2 <= slow <= 10 and 60 - 2 <= fast <= 60 and 20 - 2 <= medium <= 20, (slow, fast, medium)
+    assert page.evaluate("window.pagedkvWatch.frame") == slow + fast + medium < len(three.times) - 1
+    page.close()
+
+
 def test_play_advances_the_step(browser: Browser, three: Watched) -> None:
     page = open_page(browser, three.path)
     seek(page, 10)
@@ -366,6 +482,16 @@ def _expected_left_pixels(
                 else rgb(STATES["rounding"])
             )
     return colours
+
+
+def _faded(colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A pixel under the page's white veil at 72 % opacity (everything but the focused sequence)."""
+    r, g, b = (round(0.72 * 255 + 0.28 * c) for c in colour)
+    return r, g, b
+
+
+def _close(pixel: Any, colour: tuple[int, int, int]) -> bool:
+    return all(abs(p - c) <= 2 for p, c in zip(pixel, colour, strict=True))
 
 
 def _check_row_tails(

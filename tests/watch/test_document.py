@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from watch_truth import SMALL, build, cached_blocks, decode, run_truth
+from watch_truth import SHARED_PREFIX_BLOCKS, SMALL, build, cached_blocks, decode, run_truth, shared_prefixes
 
 from pagedkv.simulator import compare
 from pagedkv.simulator.metrics import StepSeries, StepTotals
@@ -110,6 +110,29 @@ def test_recording_changes_nothing_the_simulator_reports() -> None:
         assert recording.results[name].finish_step == result.finish_step
 
 
+def test_prefix_hits_mark_the_reused_blocks(tmp_path: Path) -> None:
+    argv = shared_prefixes(tmp_path)
+    document = _page_document(argv, frames=100_000)
+    _, results, truths = run_truth(argv)
+    (paged,) = (cache for cache in document["caches"] if cache["name"] == "paged")
+    truth, placements = truths["paged"], paged["placements"]
+    assert paged["prefix_caching"] is True
+    # each request runs in one placement; its reused blocks are the known shared prefix, no more
+    assert placements["request"] == [0, 1, 2]
+    assert placements["reused"] == [SHARED_PREFIX_BLOCKS[r] for r in placements["request"]] == [0, 32, 64]
+    for p in (1, 2):  # the reused blocks are physically request 0's, at the same logical positions
+        reused = placements["reused"][p]
+        assert placements["blocks"][p][:reused] == placements["blocks"][0][:reused]
+    for state in paged["states"]:
+        k = state["step"]
+        (request,) = {placements["request"][p] for p in state["seqs"][::3]}  # one request at a time
+        served = sum(SHARED_PREFIX_BLOCKS[r] * 16 for r in range(request + 1))  # prompt tokens so far
+        assert state["prefix_hit_tokens"] == served == truth.steps[k].prefix_hit_tokens, k
+    total = results["paged"].counters["prompt_hit_tokens"]
+    assert paged["states"][-1]["prefix_hit_tokens"] == 512 + 1024 == total
+    _check_states(paged, results["paged"], truth)
+
+
 # ------------------------------------------------------------------ one cache, every state
 
 
@@ -147,6 +170,7 @@ def _check_states(cache: dict[str, Any], result: Any, truth: Any) -> None:
             assert len(cached) == step_truth.cached_free, where
             assert all(step_truth.ref_counts[b] == 0 for b in cached), where
             assert state["cow_copies"] == step_truth.cow_copies, where
+            assert state["prefix_hit_tokens"] == step_truth.prefix_hit_tokens, where
             assert len(state["copies"]) == step_truth.cow_copies - previous_cow, where
             previous_cow = step_truth.cow_copies
             for copy_step, src, dst in state["copies"]:

@@ -5,19 +5,42 @@ chunk and length, every block's reference count and the manager's copy-on-write 
 the cache and its `BlockManager`, and counts preemptions on its own (a request running at one step and
 queued at the next). `decode` reads a state of the embedded document back into the same shape. The
 tests compare the two; they share no code with `pagedkv.watch`.
+
+`SHARED_PREFIXES` is a Mooncake trace small enough that its prefix-cache hits are known by hand.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pagedkv.simulator import PagedCache, SimResult, compare
 from pagedkv.simulator.cli import Run, add_run_arguments, build_run
 
 SMALL = ["--num-requests", "40", "--rate", "20", "--prompt-range", "20", "300", "--output-range", "5", "120"]
+
+SHARED_PREFIXES = [
+    # one request at a time (each is done seconds before the next arrives), Mooncake hash ids name 512-token
+    # prompt chunks: request 1 shares chunk 7 with request 0 (512 tokens: 32 blocks of 16), request 2
+    # shares chunks 7 and 8 (1,024 tokens: 64 blocks); request 0 finds an empty cache
+    {"timestamp": 0, "input_length": 1030, "output_length": 4, "hash_ids": [7, 8, 9]},
+    {"timestamp": 5000, "input_length": 600, "output_length": 4, "hash_ids": [7, 5]},
+    {"timestamp": 10000, "input_length": 1040, "output_length": 4, "hash_ids": [7, 8, 3]},
+]
+SHARED_PREFIX_BLOCKS = {0: 0, 1: 32, 2: 64}
+"""Request -> leading blocks of its prompt served by the prefix cache, with `shared_prefixes` options."""
+
+
+def shared_prefixes(folder: Path) -> list[str]:
+    """Options that simulate `SHARED_PREFIXES` (written to `folder`) with prefix caching, blocks of 16."""
+    trace = folder / "shared_prefixes.jsonl"
+    trace.write_text("".join(json.dumps(row) + "\n" for row in SHARED_PREFIXES), encoding="utf-8")
+    options = ["--enable-prefix-caching", "--block-size", "16", "--max-model-len", "2048", "--rows", "4"]
+    return ["--trace", str(trace), *options]
 
 
 def build(argv: list[str]) -> Run:
@@ -32,6 +55,7 @@ class StepTruth:
     ref_counts: list[int] = field(default_factory=list)
     cached_free: int = 0
     cow_copies: int = 0
+    prefix_hit_tokens: int = 0  # the paged cache's own count of prompt tokens served by its prefix cache
     preemptions: int = 0
 
 
@@ -62,6 +86,7 @@ class Truth:
             truth.ref_counts = [bm.ref_count(b) for b in range(bm.num_blocks)]
             truth.cached_free = bm.num_cached_free_blocks
             truth.cow_copies = bm.stats.cow_copies
+            truth.prefix_hit_tokens = cache.prompt_hit_tokens
         self.steps[view.step] = truth
 
 
