@@ -74,7 +74,7 @@ class Slo:
         if self.statistic == "mean":
             return MEAN_REQUESTS
         q = _quantile(self.statistic)
-        return math.ceil(TAIL_REQUESTS / min(q, 1.0 - q) - 1e-9)
+        return math.ceil(round(TAIL_REQUESTS / min(q, 1.0 - q), 6))
 
 
 def parse_slo(text: str, flag: str = "--slo") -> Slo:
