@@ -1,4 +1,4 @@
-"""The rate search against known answers: a sharp threshold, noise, nothing sustained, everything sustained."""
+"""The rate search against known answers: a sharp knee, noise, nothing sustained, everything sustained."""
 
 from __future__ import annotations
 
