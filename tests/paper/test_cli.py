@@ -69,7 +69,10 @@ def test_time_model_options_reach_the_report(trace: str, capsys: pytest.CaptureF
     ("args", "message"),
     [
         (["--figures", "fig3"], "--figures fig3: choose among fig2, fig12, fig13a, fig15, fig18b"),
-        (["--fig12-panels", "OPT-7B"], "--fig12-panels OPT-7B: choose distinct panels among OPT-13B, OPT-66B"),
+        (
+            ["--fig12-panels", "OPT-7B"],
+            "--fig12-panels OPT-7B: choose distinct panels among OPT-13B, OPT-66B",
+        ),
         (["--fig12-duration", "30"], "--fig12-duration 30: must be longer than the 60-s warm-up"),
         (["--fig12-threshold", "0"], "argument --fig12-threshold: must be a number > 0, got '0'"),
         (["--seeds", "a"], "--seeds a: expected integers and ranges"),

@@ -81,15 +81,12 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pagedkv.outputs import IMAGE_SUFFIXES, check_output_file, write_json
-    from pagedkv.plan.configurations import build_configurations, build_runs
     from pagedkv.plan.report import csv_rows, format_table, to_json, write_csv
-    from pagedkv.plan.run import Plan, default_num_requests, run_plan
-    from pagedkv.plan.slo import parse_slos
+    from pagedkv.plan.run import build_plan, run_plan
     from pagedkv.progress import Progress
     from pagedkv.runner import backend_from_args, task_map
 
     started = time.perf_counter()
-    slos = parse_slos(args.slo or [])
     if not args.no_plot:
         check_output_file(args.out, "--out", IMAGE_SUFFIXES)
         _require_matplotlib()
@@ -98,21 +95,10 @@ def run(args: argparse.Namespace) -> int:
             check_output_file(getattr(args, flag), f"--{flag}")
     backend = backend_from_args(args)
     fixed = {dest: getattr(args, dest) for dest in _simulate_dests() if hasattr(args, dest)}
-    num_requests = fixed.pop("num_requests", None) or default_num_requests(slos, len(args.seeds))
-    configurations = build_configurations(fixed, args.compare or [])
-    runs = build_runs(configurations, num_requests)
-    plan = Plan(
-        configurations=tuple(configurations),
-        time_models=tuple(run.config.iteration_time for run in runs),
-        kv_slots=tuple(run.caches[0].capacity_slots for run in runs),
-        slos=slos,
-        seeds=tuple(args.seeds),
-        num_requests=num_requests,
-        synthetic="trace" not in fixed,
-        tolerance=args.tolerance,
-    )
+    num_requests = fixed.pop("num_requests", None)
+    plan = build_plan(fixed, args.compare or [], args.slo or [], args.seeds, num_requests, args.tolerance)
     _refuse_if_all_impossible(plan)
-    header = _header(args, plan, runs, backend.describe())
+    header = _header(args, plan, backend.describe())
     for name, text in header.items():
         print(f"{_LABELS.get(name, name) + ':':<11}{text}")
     with backend.session(), Progress(None, "pagedkv plan", "sim") as progress:
@@ -139,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _header(args: argparse.Namespace, plan: Any, runs: list[Any], backend: str) -> dict[str, str]:
+def _header(args: argparse.Namespace, plan: Any, backend: str) -> dict[str, str]:
     """The lines printed before the table (and the JSON's description of the plan), by JSON key."""
     from pagedkv.plan.verdict import KEEP_UP_SHARE
 
@@ -151,7 +137,7 @@ def _header(args: argparse.Namespace, plan: Any, runs: list[Any], backend: str) 
         "compared": " x ".join(args.compare or []) + f" ({len(plan.configurations)} configurations)"
         if args.compare
         else "one configuration",
-        "workload": _workload(args, plan, runs[0]),
+        "workload": _workload(plan),
         "slos": ", ".join(slo.describe() for slo in plan.slos)
         or "none: sustains = keeps up with the arrivals",
         "sustains": (
@@ -169,20 +155,23 @@ def _header(args: argparse.Namespace, plan: Any, runs: list[Any], backend: str) 
     }
 
 
-def _workload(args: argparse.Namespace, plan: Any, run: Any) -> str:
-    count = f"{plan.num_requests:,} requests a seed"
-    if plan.synthetic:
-        from pagedkv.simulator.workload import DEFAULT_OUTPUT_RANGE, DEFAULT_PROMPT_RANGE
+def _workload(plan: Any) -> str:
+    """The first configuration's requests: the trace's lengths or the synthetic ones, and the stream."""
+    from pagedkv.simulator.cli import parse_run_argv
+    from pagedkv.simulator.workload import DEFAULT_OUTPUT_RANGE, DEFAULT_PROMPT_RANGE
 
-        prompt = getattr(args, "prompt_range", None) or DEFAULT_PROMPT_RANGE
-        output = getattr(args, "output_range", None) or DEFAULT_OUTPUT_RANGE
+    options = parse_run_argv(list(plan.configurations[0].argv))
+    if options.trace is None:
+        prompt = options.prompt_range or DEFAULT_PROMPT_RANGE
+        output = options.output_range or DEFAULT_OUTPUT_RANGE
         lengths = f"synthetic lengths, prompt {prompt[0]}-{prompt[1]}, output {output[0]}-{output[1]} tokens"
     else:
-        lengths = (
-            f"the lengths of {os.path.basename(args.trace)} ({len(run.requests):,} requests), "
-            "consecutive from a seeded offset"
+        pool = plan.runs[0].requests
+        order = (
+            "consecutive from a seeded offset" if any(r.prefix_hash_ids for r in pool) else "a seeded sample"
         )
-    return f"{lengths}; {count}, Poisson arrivals at each rate tried"
+        lengths = f"the lengths of {os.path.basename(options.trace)} ({len(pool):,} requests), {order}"
+    return f"{lengths}; {plan.num_requests:,} requests a seed, Poisson arrivals at each rate tried"
 
 
 def _seeds(seeds: tuple[int, ...]) -> str:

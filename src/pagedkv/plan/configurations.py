@@ -19,6 +19,7 @@ refused as a compared or fixed option with that remedy.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,13 +51,19 @@ class Configuration:
         return self.fixed + self.own
 
     @property
+    def synthetic(self) -> bool:
+        """True when the requests are simulate's synthetic ones (no ``--trace``)."""
+        return "--trace" not in self.argv
+
+    @property
     def label(self) -> str:
         """``block_size=16 kv_cache_dtype=fp8``, or ``the deployment`` when nothing is compared."""
         return " ".join(f"{name}={value}" for name, value in self.values) or "the deployment"
 
 
-def build_configurations(fixed: dict[str, Any], compare: list[str]) -> list[Configuration]:
-    """Every combination of the ``--compare`` axes on top of the `fixed` simulate options (by dest)."""
+def build_configurations(fixed: Mapping[str, Any], compare: Sequence[str]) -> list[Configuration]:
+    """Every combination of the ``--compare`` axes on top of the `fixed` simulate options (by name, any
+    spelling: ``block_size``, ``block-size``)."""
     options = SimulateOptions()
     axes = [_axis(options, text) for text in compare]
     names = [name for name, _ in axes]
@@ -107,10 +114,13 @@ def _axis(options: SimulateOptions, text: str) -> tuple[str, list[tuple[str, lis
     return action.dest, [(cell(value), options.to_argv(action, value, where)) for value in values]
 
 
-def _fixed_argv(options: SimulateOptions, fixed: dict[str, Any], compared: set[str]) -> list[str]:
+def _fixed_argv(options: SimulateOptions, fixed: Mapping[str, Any], compared: set[str]) -> list[str]:
     argv: list[str] = []
-    for dest, value in fixed.items():
-        flag = f"--{dest.replace('_', '-')}"
+    dests = set()
+    for name, value in fixed.items():
+        action = options.lookup(name, f"--{name.replace('_', '-')}")
+        dest, flag = action.dest, action.option_strings[0]
+        dests.add(dest)
         if dest in PLANNER_OWNS:
             raise UsageError(f"{flag}: {PLANNER_OWNS[dest]}")
         if dest in compared:
@@ -120,8 +130,8 @@ def _fixed_argv(options: SimulateOptions, fixed: dict[str, Any], compared: set[s
             raise UsageError(
                 f"--caches {value}: a plan runs one cache per configuration; use --compare caches={kinds}"
             )
-        argv.extend(options.to_argv(options.lookup(dest, flag), value, flag))
-    if "caches" not in fixed and "caches" not in compared:
+        argv.extend(options.to_argv(action, value, flag))
+    if "caches" not in dests and "caches" not in compared:
         argv += ["--caches", DEFAULT_CACHE]
     return argv
 

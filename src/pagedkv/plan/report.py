@@ -31,7 +31,7 @@ def format_table(plan: Plan, results: Sequence[ConfigurationResult]) -> str:
     answers = [
         [
             r.configuration.label,
-            f"{plan.kv_slots[r.configuration.index]:,}",
+            f"{plan.kv_slots(r.configuration.index):,}",
             _rate(r),
             _seeds_alone(plan, r),
             _throughput(r),

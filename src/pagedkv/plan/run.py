@@ -16,21 +16,24 @@ start at half that throughput and run round by round together.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import fmean
+from typing import Any
 
 from pagedkv.errors import UsageError
-from pagedkv.plan.configurations import Configuration
+from pagedkv.plan.configurations import Configuration, build_configurations, build_runs
 from pagedkv.plan.measure import PointResult
 from pagedkv.plan.point import MEASURED, PointTask, measured_range, run_point
 from pagedkv.plan.search import Points, RateSearch, Status, evaluate, run_searches
-from pagedkv.plan.slo import Slo, format_seconds
+from pagedkv.plan.slo import Slo, format_seconds, parse_slos
 from pagedkv.plan.verdict import Verdict, judge
 from pagedkv.progress import Progress
+from pagedkv.simulator.cli import Run
 from pagedkv.simulator.config import IterationTimeModel
 
 DEFAULT_TOLERANCE = 0.02
+DEFAULT_SEEDS = (0, 1, 2)
 MIN_REQUESTS = 2000
 """Requests a stream at least has: its measured 80 % must span many request lifetimes at the rates a
 search tries, so that the batch, the queue and the KV cache reach the level that rate sustains."""
@@ -40,22 +43,20 @@ Mapper = Callable[[Callable[[PointTask], PointResult], Iterable[PointTask]], Ite
 
 @dataclass(frozen=True)
 class Plan:
-    """What to plan: the configurations with each one's step-time model and KV slots, the SLOs, the seeds
-    pooled at every rate, the requests of each seed's stream, and the search's relative tolerance."""
+    """What to plan: the configurations with each one's `pagedkv simulate` run (checked: model, KV slots,
+    step time, the trace), the SLOs, the seeds pooled at every rate, the requests of each seed's stream,
+    and the search's relative tolerance. `build_plan` makes one from options."""
 
     configurations: tuple[Configuration, ...]
-    time_models: tuple[IterationTimeModel, ...]
-    kv_slots: tuple[int, ...]  # each configuration's KV capacity in token slots (for reports)
+    runs: tuple[Run, ...]  # each configuration's simulate run as built (the model, KV slots, step time)
     slos: tuple[Slo, ...]
     seeds: tuple[int, ...]
     num_requests: int
-    synthetic: bool
     tolerance: float = DEFAULT_TOLERANCE
 
     def __post_init__(self) -> None:
-        count = len(self.configurations)
-        if not count or len(self.time_models) != count or len(self.kv_slots) != count:
-            raise UsageError("a plan needs at least one configuration, each with its time model and KV slots")
+        if not self.configurations or len(self.runs) != len(self.configurations):
+            raise UsageError("a plan needs at least one configuration, each with its run")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise UsageError(f"--seeds {','.join(map(str, self.seeds))}: give distinct seeds, at least one")
         if self.num_requests < 10:
@@ -72,8 +73,13 @@ class Plan:
     def tasks(self, key: object, rate: float) -> list[PointTask]:
         """One task per seed for configuration `key` (its index) at `rate`."""
         assert isinstance(key, int)
-        argv = self.configurations[key].argv
-        return [PointTask(key, argv, rate, seed, self.num_requests, self.synthetic) for seed in self.seeds]
+        configuration = self.configurations[key]
+        argv, synthetic = configuration.argv, configuration.synthetic
+        return [PointTask(key, argv, rate, seed, self.num_requests, synthetic) for seed in self.seeds]
+
+    def kv_slots(self, index: int) -> int:
+        """Configuration `index`'s KV capacity in token slots."""
+        return self.runs[index].caches[0].capacity_slots
 
 
 @dataclass
@@ -118,6 +124,24 @@ class ConfigurationResult:
             f"even at {lowest:.3g} req/s ({lowest / self.saturation_rate:.1%} of the throughput at "
             f"saturation, a nearly idle deployment): {failures}"
         )
+
+
+def build_plan(
+    options: Mapping[str, Any],
+    compare: Sequence[str] = (),
+    slos: Sequence[str] = (),
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    num_requests: int | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> Plan:
+    """A plan from `pagedkv simulate` options by name (``{"model": "Llama-3.1-8B", "trace": path}``), the
+    ``--compare`` axes (``"block-size=16,32"``) and the ``--slo`` texts (``"p99:ttft=2s"``), every one
+    checked as the command checks it (`UsageError` naming the flag)."""
+    parsed = parse_slos(slos)
+    count = num_requests if num_requests is not None else default_num_requests(parsed, len(seeds))
+    configurations = build_configurations(options, compare)
+    runs = build_runs(configurations, count)
+    return Plan(tuple(configurations), tuple(runs), parsed, tuple(seeds), count, tolerance)
 
 
 def default_num_requests(slos: Sequence[Slo], seeds: int) -> int:
@@ -165,7 +189,7 @@ def run_plan(plan: Plan, mapper: Mapper = map, progress: Progress | None = None)
 
 def impossible_reason(plan: Plan, index: int) -> str:
     """Why configuration `index` can meet the SLOs at no rate, known without simulating (or \"\")."""
-    step = one_step_s(plan.time_models[index])
+    step = one_step_s(plan.runs[index].config.iteration_time)
     below = [slo for slo in plan.slos if slo.bound_s < step]
     if not below:
         return ""
