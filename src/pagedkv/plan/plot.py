@@ -6,7 +6,9 @@ the SLO statistic pooled over the seeds as the curve and the lowest and highest 
 -- with one panel per SLO (or, without SLOs, the p99 end-to-end latency), the bound as a dashed line,
 and each configuration's highest sustained rate as a star on its curve. Rates past the knee have
 latencies that grow without bound, so the y axis stops at 2.5 x the bound, as the paper's stops at
-its threshold. The file is written atomically; matplotlib is imported here only.
+its threshold, and the x axis a little past the first failing rate above the highest answer (the
+search's first, far bracketing rates are in the JSON). The file is written atomically; matplotlib
+is imported here only.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pagedkv.plan.slo import METRIC_LABELS, Slo
 from pagedkv.plan.verdict import judge
 
 Y_LIMIT = 2.5  # times the SLO bound
+X_LIMIT = 1.3  # times the highest rate a curve must show (its first failure above its answer)
 NO_SLO = Slo("p99", "e2e", 1e9)  # drawn when there is no SLO (its bound is never shown)
 
 
@@ -45,7 +48,7 @@ def draw_plan(plan: Plan, results: Sequence[ConfigurationResult], path: str | Pa
 
 
 def _panel(ax: Any, slo: Slo, results: Sequence[ConfigurationResult], drawn_bound: bool) -> None:
-    top = 0.0
+    knees: list[float] = []  # the statistic at each answer (scales the y axis without a bound)
     for result in results:
         evaluations = result.evaluations()
         if not evaluations:
@@ -53,23 +56,28 @@ def _panel(ax: Any, slo: Slo, results: Sequence[ConfigurationResult], drawn_boun
         rates = [rate for rate, _, _ in evaluations]
         checks = [judge(seeds, (slo,), keep_up=False).checks[0] for _, _, seeds in evaluations]
         values = [check.value for check in checks]
-        label = f"{result.configuration.label}: " + (
-            f"{result.max_rate:.3g} req/s" if result.max_rate is not None else "none"
+        shown = "none" if result.max_rate is None else f"{result.max_rate:.3g} req/s"
+        (line,) = ax.plot(
+            rates, values, marker="o", markersize=3, lw=1.2, label=f"{result.configuration.label}: {shown}"
         )
-        (line,) = ax.plot(rates, values, marker="o", markersize=3, lw=1.2, label=label)
-        ax.fill_between(
-            rates, [c.low for c in checks], [c.high for c in checks], color=line.get_color(), alpha=0.15
-        )
+        color = line.get_color()
+        ax.fill_between(rates, [c.low for c in checks], [c.high for c in checks], color=color, alpha=0.15)
         if result.max_rate is not None:
-            knee = values[rates.index(result.max_rate)]
-            ax.plot([result.max_rate], [knee], marker="*", markersize=12, color=line.get_color(), zorder=5)
-        top = max([top, *values[: rates.index(result.max_rate) + 1]] if result.max_rate else [top])
+            knees.append(values[rates.index(result.max_rate)])
+            ax.plot([result.max_rate], [knees[-1]], marker="*", markersize=12, color=color, zorder=5)
     if drawn_bound:
-        ax.axhline(slo.bound_s, color="black", ls="--", lw=0.9, label=f"SLO: {slo.describe()}")
+        ax.axhline(slo.bound_s, color="black", ls="--", lw=0.9)
         ax.set_ylim(0, Y_LIMIT * slo.bound_s)
-    else:
-        ax.set_ylim(0, Y_LIMIT * top if top > 0 else None)
-    ax.set_xlim(left=0)
+        ax.set_title(f"SLO: {slo.describe()} (dashed)", fontsize=8)
+    elif knees:
+        ax.set_ylim(0, Y_LIMIT * max(knees))
+    ax.set_xlim(0, X_LIMIT * max((_right(r) for r in results), default=1.0))
     ax.set_xlabel("request rate (req/s)")
     ax.set_ylabel(f"{slo.statistic} {METRIC_LABELS[slo.metric]} (s)")
     ax.grid(ls=":", lw=0.5)
+
+
+def _right(result: ConfigurationResult) -> float:
+    """The rate a configuration's curve must show: its first failure above the answer, or the answer."""
+    rates = [rate for rate, _, _ in result.evaluations()]
+    return result.next_rate or result.max_rate or max(rates, default=0.0)
