@@ -3,9 +3,10 @@
 The plan: the lengths of AzureLLMInferenceTrace_conv.csv replayed with Poisson arrivals at each rate the
 search tries, SLOs p99 TTFT <= 2 s and p99 TPOT <= 100 ms, sequences up to 8,192 tokens, three
 configurations -- the paper's comparison on today's deployment: vLLM's paged cache, Orca (Oracle) and
-Orca (Max) -- with the default seeds (0-2), requests a stream (2,000) and tolerance (2 %), on every core. Every run is a fresh `pagedkv plan`
-process (interpreter start, the trace read, the saturated runs, the searches, JSON, CSV and the plot
-written), so the number is what a user waits for. Goal: <= 60 s on the 2-core development machine.
+Orca (Max) -- with the default seeds (0-2), requests a stream (2,000) and tolerance (2 %), on every
+core. Every run is a fresh `pagedkv plan` process (interpreter start, the trace read, the saturated
+runs, the searches, JSON, CSV and the plot written), so the number is what a user waits for. Goal:
+<= 60 s on the 2-core development machine.
 
     python benchmarks/bench_plan.py [--rounds 3] [--jobs N] [--traces DIR]
 
@@ -52,7 +53,8 @@ def run_once(args: list[str]) -> tuple[float, float]:
     """(wall s, CPU s of the process and its waited-for children: the pool's workers)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pagedkv", *args], check=False, capture_output=True, text=True)
+    command = [sys.executable, "-m", "pagedkv", *args]
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"bench_plan: pagedkv plan exited {done.returncode}:\n{done.stderr[-2000:]}")
     wall = time.perf_counter() - start
@@ -65,10 +67,12 @@ def answers(document: dict) -> list[tuple[str, float | None]]:  # type: ignore[t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--jobs", type=int, help="local processes (default: every core)")
-    parser.add_argument("--traces", type=Path, help="folder holding the trace (default: $PAGEDKV_TRACES or ../shared)")
+    parser.add_argument("--traces", type=Path, help="the traces' folder ($PAGEDKV_TRACES, ../shared)")
     args = parser.parse_args()
     trace = traces_dir(args.traces) / AZURE_CONV
     if not trace.is_file():

@@ -14,8 +14,9 @@ arrival times scaled by 1 / rate -- so measured latency rises with rate all but 
 the pooled seeds smooth what is left.)
 
 It never loops for ever: halving stops at ``start / 32`` (a configuration that does not sustain that
-sustains no rate: `Status.NONE`), doubling at ``start x 8`` (`Status.ABOVE`), and bisection stops at
-the tolerance, so a search makes at most 6 + log2(log(2) / log(1 + tolerance)) + 1 proposals.
+sustains no rate: `Status.NONE`), doubling at ``start x 8`` (`Status.ABOVE`), and bisection of a factor-2
+bracket stops at the tolerance after ceil(log2(log 2 / log(1 + tolerance))) steps (6 for 2 %), so a
+search makes at most 6 + that + 1 proposals.
 
 `run_searches` runs many searches together: each round collects every search's next rate, simulates
 every (configuration, rate, seed) not simulated yet in one ``mapper`` call (so a round uses every core,
