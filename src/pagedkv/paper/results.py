@@ -200,7 +200,7 @@ def _fig12_json(panel: Fig12Panel) -> dict[str, Any]:
             "rate": _rounded(result.rate),
             "next_rate": _rounded(result.next_rate),
             "seeds": result.seed_rates.to_json() if result.seed_rates else None,
-            "batch_mean": round(result.batch_mean, 2),
+            "batch_mean": _rounded(result.batch_mean, 2),
             "curve": [
                 {
                     "rate": round(rate, 4),
