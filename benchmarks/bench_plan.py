@@ -28,14 +28,17 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 AZURE_CONV = "AzureLLMInferenceTrace_conv.csv"
 
 
-def traces_dir(given: Path | None) -> Path:
-    if given is not None:
-        return given
-    return Path(os.environ.get("PAGEDKV_TRACES", REPO.parent / "shared" / "data" / "traces"))
+def find(name: str, given: Path | None) -> Path:
+    """`name` in --traces DIR, else where the package looks (`pagedkv.simulator.traces.find_trace`)."""
+    from pagedkv.simulator.traces import find_trace
+
+    found = given / name if given is not None else find_trace(name)
+    if found is None or not found.is_file():
+        raise SystemExit(f"bench_plan: {name} not found; pass --traces DIR or set PAGEDKV_TRACES")
+    return found
 
 
 def plan_args(trace: Path, out: Path, jobs: int | None) -> list[str]:
@@ -74,9 +77,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, help="local processes (default: every core)")
     parser.add_argument("--traces", type=Path, help="the traces' folder ($PAGEDKV_TRACES, ../shared)")
     args = parser.parse_args()
-    trace = traces_dir(args.traces) / AZURE_CONV
-    if not trace.is_file():
-        sys.exit(f"bench_plan: {trace} not found; pass --traces DIR")
+    trace = find(AZURE_CONV, args.traces)
     walls, seen = [], None
     for round_number in range(1, args.rounds + 1):
         load = os.getloadavg()[0]

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
@@ -26,16 +27,11 @@ def blocks(text: str, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
 
 
-def shared_folder() -> Path:
-    traces = Path(os.environ.get("PAGEDKV_TRACES", REPO.parent / "shared" / "data" / "traces"))
-    if not (traces / TRACE).is_file():
-        pytest.skip(f"{TRACE} not found in $PAGEDKV_TRACES or <repo>/../shared/data/traces")
-    return traces.resolve().parents[1]
-
-
 @pytest.mark.slow
-def test_the_command_prints_the_table_the_page_quotes(tmp_path: Path) -> None:
-    (tmp_path / "shared").symlink_to(shared_folder())
+def test_the_command_prints_the_table_the_page_quotes(
+    tmp_path: Path, real_trace: Callable[[str], Path]
+) -> None:
+    (tmp_path / "shared").symlink_to(real_trace(TRACE).resolve().parents[2])  # shared/data/traces/TRACE
     run = tmp_path / "run"
     run.mkdir()
     text = DOC.read_text(encoding="utf-8")
