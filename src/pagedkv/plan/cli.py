@@ -16,10 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pagedkv.options import Formatter, open_fraction, seed_list
 from pagedkv.runner import add_backend_arguments
+
+if TYPE_CHECKING:
+    from pagedkv.plan.run import Plan
 
 DEFAULT_OUT = "plan.png"
 DEFAULT_SEEDS = "0-2"
@@ -125,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _header(args: argparse.Namespace, plan: Any, backend: str) -> dict[str, str]:
+def _header(args: argparse.Namespace, plan: Plan, backend: str) -> dict[str, str]:
     """The lines printed before the table (and the JSON's description of the plan), by JSON key."""
     from pagedkv.plan.verdict import KEEP_UP_SHARE
 
@@ -155,7 +158,7 @@ def _header(args: argparse.Namespace, plan: Any, backend: str) -> dict[str, str]
     }
 
 
-def _workload(plan: Any) -> str:
+def _workload(plan: Plan) -> str:
     """The first configuration's requests: the trace's lengths or the synthetic ones, and the stream."""
     from pagedkv.simulator.cli import parse_run_argv
     from pagedkv.simulator.workload import DEFAULT_OUTPUT_RANGE, DEFAULT_PROMPT_RANGE
@@ -180,7 +183,7 @@ def _seeds(seeds: tuple[int, ...]) -> str:
     return ",".join(map(str, seeds))
 
 
-def _refuse_if_all_impossible(plan: Any) -> None:
+def _refuse_if_all_impossible(plan: Plan) -> None:
     from pagedkv.errors import UsageError
     from pagedkv.plan.run import impossible_reason
 
