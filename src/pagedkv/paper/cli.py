@@ -21,6 +21,7 @@ from pagedkv.options import (
     positive_float,
     positive_int,
     probability,
+    seed_list,
     utilization,
 )
 from pagedkv.outputs import check_output_dir, check_output_file, write_json
@@ -82,6 +83,7 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     parser.add_argument(
         "--seeds",
+        type=seed_list,
         default=f"{DEFAULT_SEEDS[0]}-{DEFAULT_SEEDS[-1]}",
         help="request-stream seeds, comma-separated and/or ranges (0-9 or 0,1,2)",
     )
@@ -180,7 +182,7 @@ def _config(args: argparse.Namespace) -> PaperConfig:
         "figures": args.figures,
         "duration": f"{args.duration:g}",
         "window": " ".join(f"{v:g}" for v in args.window),
-        "seeds": args.seeds,
+        "seeds": ",".join(map(str, args.seeds)),
         "fig2_rate": f"{args.fig2_rate:g}",
         "fig13a_rate": f"{args.fig13a_rate:g}",
         "fig15_rate": f"{args.fig15_rate:g}",
@@ -211,7 +213,7 @@ def _config(args: argparse.Namespace) -> PaperConfig:
             fig2_rate=args.fig2_rate,
             fig13a_rate=args.fig13a_rate,
             fig15_rate=args.fig15_rate,
-            seeds=_seeds(args.seeds),
+            seeds=args.seeds,
             beam_prune_prob=args.beam_prune_prob,
             fig12_panels=tuple(name.strip() for name in args.fig12_panels.split(",") if name.strip()),
             fig12_duration=args.fig12_duration,
@@ -219,18 +221,6 @@ def _config(args: argparse.Namespace) -> PaperConfig:
         )
     except OptionError as exc:
         raise UsageError(exc.flag_message(typed.get(exc.option))) from None
-
-
-def _seeds(text: str) -> tuple[int, ...]:
-    """``0-9``, ``0,1,2`` or a mix (``0-4,10``) -> seeds in the order given."""
-    seeds: list[int] = []
-    try:
-        for part in (p.strip() for p in text.split(",") if p.strip()):
-            first, _, last = part.partition("-")
-            seeds += range(int(first), int(last) + 1) if last else [int(first)]
-    except ValueError:
-        raise UsageError(f"--seeds {text}: expected integers and ranges, e.g. 0-9 or 0,1,2") from None
-    return tuple(seeds)
 
 
 def _trace(path: str | None) -> Path:
