@@ -29,6 +29,7 @@ COMMANDS = (
     "pagedkv.engine.cli",
     "pagedkv.paper.cli",
     "pagedkv.sweep.cli",
+    "pagedkv.plan.cli",
 )
 
 

@@ -74,6 +74,25 @@ def utilization(text: str) -> float:
     return _bounded(float, text, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
+def open_fraction(text: str) -> float:
+    """A number in (0, 1), such as a relative tolerance."""
+    return _bounded(float, text, lambda v: 0 < v < 1, "a number in (0, 1)")
+
+
+def seed_list(text: str) -> tuple[int, ...]:
+    """Seeds as ``0-9``, ``0,1,2`` or a mix (``0-4,10``), in the order given, each once."""
+    seeds: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            first, dash, last = part.partition("-")
+            seeds += range(int(first), int(last) + 1) if dash else [int(first)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds such as 0-9 or 0,1,2, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"expected distinct seeds >= 0, at least one, got {text!r}")
+    return tuple(seeds)
+
+
 def _bounded(kind: Callable[[str], Number], text: str, ok: Callable[[Number], bool], what: str) -> Number:
     try:
         value = kind(text)

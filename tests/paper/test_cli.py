@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pagedkv.cli import main
+from pagedkv.paper import fig12
 from pagedkv.paper import run as paper_run
 
 SHORT = ["--seeds", "0,1", "--duration", "150", "--window", "50", "150"]
@@ -31,6 +32,7 @@ def no_simulation(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("a simulation started before the options were checked")
 
     monkeypatch.setattr(paper_run, "run_task", refuse)
+    monkeypatch.setattr(fig12, "run_fig12_point", refuse)
 
 
 def test_paper_prints_the_table_and_writes_json_and_figures(
@@ -66,9 +68,15 @@ def test_time_model_options_reach_the_report(trace: str, capsys: pytest.CaptureF
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--figures", "fig3"], "--figures fig3: choose among fig2, fig13a, fig15, fig18b"),
-        (["--seeds", "a"], "--seeds a: expected integers and ranges"),
-        (["--seeds", "1,1"], "--seeds 1,1: must be distinct"),
+        (["--figures", "fig3"], "--figures fig3: choose among fig2, fig12, fig13a, fig15, fig18b"),
+        (
+            ["--fig12-panels", "OPT-7B"],
+            "--fig12-panels OPT-7B: choose distinct panels among OPT-13B, OPT-66B",
+        ),
+        (["--fig12-duration", "30"], "--fig12-duration 30: must be longer than the 60-s warm-up"),
+        (["--fig12-threshold", "0"], "argument --fig12-threshold: must be a number > 0, got '0'"),
+        (["--seeds", "a"], "argument --seeds: expected seeds such as 0-9 or 0,1,2, got 'a'"),
+        (["--seeds", "1,1"], "argument --seeds: expected distinct seeds >= 0, at least one, got '1,1'"),
         (["--window", "500", "100"], "--window 500 100: must satisfy 0 <= START < END <= duration 900"),
         (["--duration", "0"], "argument --duration: must be a number > 0, got '0'"),
         (["--fig2-rate", "-1"], "argument --fig2-rate: must be a number > 0, got '-1'"),

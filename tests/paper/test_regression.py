@@ -73,3 +73,46 @@ def test_fig18b_larger_blocks_waste_more(trace: str) -> None:
     # a running sequence's last block is half empty on average: ~B/2 slots a sequence
     assert 0.5 < waste[16] < 3.0 and waste[256] > 15.0
     assert results.fig18b[256].mean_batch < results.fig18b[16].mean_batch  # the padding costs batch size
+
+
+@pytest.fixture(scope="module")
+def fig12(trace: str):  # type: ignore[no-untyped-def]
+    """Fig. 12's OPT-13B panel on 3 seeds (the default is 10) with the 0.5 and 2 s/token sensitivity
+    searches: about 45 s in a two-process pool, where all ten seeds and three panels take minutes."""
+    config = PaperConfig(figures=("fig12",), fig12_panels=("OPT-13B",), seeds=(0, 1, 2))
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        return config, run_paper(config, trace, mapper=pool.map)
+
+
+def test_fig12_vllm_sustains_the_papers_multiple_of_orcas_rate(fig12) -> None:  # type: ignore[no-untyped-def]
+    _, results = fig12
+    panel = results.fig12["OPT-13B"]
+    for system, (low, high) in reference.FIG12_RATIOS.items():
+        assert low <= panel.ratios[system].pooled <= high, (system, panel.ratios[system])
+    rates = [panel.systems[system].rate for system in reference.SYSTEMS]
+    assert rates == sorted(rates) and len(set(rates)) == 4  # Max < Pow2 < Oracle < vLLM, as in the paper
+    for system, result in panel.systems.items():
+        assert result.next_rate / result.rate <= 1.02, system  # bisected to the 2 % tolerance
+        curve = [latency for _, latency, _, _ in result.curve]
+        assert curve[0] < 0.2 and max(curve) > 1.0, system  # from light load to past the knee
+        assert result.seed_rates is not None and result.seed_rates.low <= result.rate * 1.1
+    assert panel.systems["orca-max"].batch_mean == pytest.approx(7.0, abs=0.1)  # 7 chunks of 2,048 slots
+
+
+def test_fig12_json_and_report_carry_the_ratios_and_their_sensitivity(fig12) -> None:  # type: ignore[no-untyped-def]
+    from pagedkv.paper.report import format_report
+
+    config, results = fig12
+    data = results.to_json()["fig12"]["OPT-13B"]
+    assert data["ratios"]["orca-oracle"]["paper"] == [1.7, 2.7] and data["ratios"]["orca-oracle"]["goal"]
+    assert data["ratios"]["orca-pow2"]["paper"] is None and data["ratios"]["orca-pow2"]["goal"] is None
+    assert set(data["sensitivity"]["threshold_s"]) == {"1", "0.5", "2"}
+    for threshold, entry in data["sensitivity"]["threshold_s"].items():
+        rates = entry["rates"]
+        assert rates["orca-max"] < rates["orca-oracle"] < rates["paged"], threshold
+    # a looser threshold sustains more of every system's rate
+    loose, tight = data["sensitivity"]["threshold_s"]["2"], data["sensitivity"]["threshold_s"]["0.5"]
+    assert all(loose["rates"][s] > tight["rates"][s] for s in reference.SYSTEMS)
+    text = format_report(results, config)
+    assert "Figure 12: the highest request rate each system sustains" in text
+    assert "threshold sensitivity, vLLM / Oracle / Max: 1 s: " in text

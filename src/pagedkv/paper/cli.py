@@ -21,11 +21,13 @@ from pagedkv.options import (
     positive_float,
     positive_int,
     probability,
+    seed_list,
     utilization,
 )
 from pagedkv.outputs import check_output_dir, check_output_file, write_json
 from pagedkv.paper.setting import (
     DEFAULT_SEEDS,
+    FIG12_PANELS,
     FIGURES,
     MAX_NUM_BATCHED_TOKENS,
     MAX_NUM_SEQS,
@@ -51,14 +53,16 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     defaults = PaperConfig()
     parser = subparsers.add_parser(
         "paper",
-        help="reproduce the paper's memory figures (2, 13a, 15, 18b) side by side with the paper",
-        description="Run the PagedAttention paper's memory experiments (OPT-13B on one A100-40GB, ShareGPT) "
-        "on the simulator and print pagedkv's numbers next to the paper's, each the mean over seeds with "
-        "its spread. See docs/paper.md.",
+        help="reproduce the paper's figures (2, 12, 13a, 15, 18b) side by side with the paper",
+        description="Run the PagedAttention paper's experiments (OPT-13B on one A100-40GB, ShareGPT; Fig. 12 "
+        "also OPT-66B and OPT-175B) on the simulator and print pagedkv's numbers next to the paper's, each "
+        "the mean over seeds with its spread. See docs/paper.md.",
         formatter_class=Formatter,
     )
     parser.add_argument("--json", metavar="PATH", help="write every printed number (and the paper's) as JSON")
-    parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="folder for fig2.png ... fig18b.png")
+    parser.add_argument(
+        "--out-dir", default=DEFAULT_OUT_DIR, help="folder for fig2.png, fig12.png ... fig18b.png"
+    )
     parser.add_argument("--no-figures", action="store_true", help="skip the PNGs (no matplotlib needed)")
     parser.add_argument(
         "--trace",
@@ -79,6 +83,7 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     parser.add_argument(
         "--seeds",
+        type=seed_list,
         default=f"{DEFAULT_SEEDS[0]}-{DEFAULT_SEEDS[-1]}",
         help="request-stream seeds, comma-separated and/or ranges (0-9 or 0,1,2)",
     )
@@ -89,6 +94,23 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
             default=getattr(defaults, f"{figure}_rate"),
             help=f"requests/s for {used_by}",
         )
+    parser.add_argument(
+        "--fig12-panels",
+        default=",".join(defaults.fig12_panels),
+        help=f"Fig. 12 panels to run, comma-separated, from {', '.join(FIG12_PANELS)}",
+    )
+    parser.add_argument(
+        "--fig12-duration",
+        type=positive_float,
+        default=defaults.fig12_duration,
+        help="Fig. 12: seconds of arrivals in each stream (the artifact's 600; the paper ran 3,600)",
+    )
+    parser.add_argument(
+        "--fig12-threshold",
+        type=positive_float,
+        default=defaults.fig12_threshold,
+        help="Fig. 12: mean normalized latency (s/token) a sustained rate stays within",
+    )
     parser.add_argument(
         "--beam-prune-prob",
         type=probability,
@@ -160,11 +182,14 @@ def _config(args: argparse.Namespace) -> PaperConfig:
         "figures": args.figures,
         "duration": f"{args.duration:g}",
         "window": " ".join(f"{v:g}" for v in args.window),
-        "seeds": args.seeds,
+        "seeds": ",".join(map(str, args.seeds)),
         "fig2_rate": f"{args.fig2_rate:g}",
         "fig13a_rate": f"{args.fig13a_rate:g}",
         "fig15_rate": f"{args.fig15_rate:g}",
         "beam_prune_prob": f"{args.beam_prune_prob:g}",
+        "fig12_panels": args.fig12_panels,
+        "fig12_duration": f"{args.fig12_duration:g}",
+        "fig12_threshold": f"{args.fig12_threshold:g}",
         "hbm_efficiency": f"{args.hbm_efficiency:g}",
         "compute_efficiency": f"{args.compute_efficiency:g}",
         "max_num_batched_tokens": str(args.max_num_batched_tokens),
@@ -188,23 +213,14 @@ def _config(args: argparse.Namespace) -> PaperConfig:
             fig2_rate=args.fig2_rate,
             fig13a_rate=args.fig13a_rate,
             fig15_rate=args.fig15_rate,
-            seeds=_seeds(args.seeds),
+            seeds=args.seeds,
             beam_prune_prob=args.beam_prune_prob,
+            fig12_panels=tuple(name.strip() for name in args.fig12_panels.split(",") if name.strip()),
+            fig12_duration=args.fig12_duration,
+            fig12_threshold=args.fig12_threshold,
         )
     except OptionError as exc:
         raise UsageError(exc.flag_message(typed.get(exc.option))) from None
-
-
-def _seeds(text: str) -> tuple[int, ...]:
-    """``0-9``, ``0,1,2`` or a mix (``0-4,10``) -> seeds in the order given."""
-    seeds: list[int] = []
-    try:
-        for part in (p.strip() for p in text.split(",") if p.strip()):
-            first, _, last = part.partition("-")
-            seeds += range(int(first), int(last) + 1) if last else [int(first)]
-    except ValueError:
-        raise UsageError(f"--seeds {text}: expected integers and ranges, e.g. 0-9 or 0,1,2") from None
-    return tuple(seeds)
 
 
 def _trace(path: str | None) -> Path:

@@ -29,6 +29,7 @@ def write_figures(results: PaperResults, out_dir: str | Path) -> list[Path]:
     out.mkdir(exist_ok=True)
     drawers = (
         ("fig2", results.fig2, _fig2),
+        ("fig12", results.fig12, _fig12),
         ("fig13a", results.fig13a, _fig13a),
         ("fig15", results.fig15, _fig15),
         ("fig18b", results.fig18b, _fig18b),
@@ -84,6 +85,56 @@ def _fig2(plt: Any, results: PaperResults) -> Any:
     ax.set_ylabel("% of KV cache capacity")
     ax.set_title("Fig. 2: KV cache usage (left: pagedkv, mean over seeds; right hatched: paper)", fontsize=10)
     ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
+    return fig
+
+
+FIG12_STYLE = {  # the artifact's plot_fig12.py colours and markers
+    "orca-max": ("red", "x"),
+    "orca-pow2": ("orange", "^"),
+    "orca-oracle": ("green", "s"),
+    "paged": ("blue", "o"),
+}
+
+
+def _fig12(plt: Any, results: PaperResults) -> Any:
+    panels = results.fig12
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
+    threshold = float(results.setting["fig12"]["threshold_s"])  # type: ignore[index]
+    for ax, (name, panel) in zip(axes[0], panels.items(), strict=True):
+        for system, result in panel.systems.items():
+            color, marker = FIG12_STYLE[system]
+            rates = [point[0] for point in result.curve]
+            ax.plot(
+                rates,
+                [point[1] for point in result.curve],
+                color=color,
+                marker=marker,
+                markersize=4,
+                lw=1.1,
+                label=f"{reference.SYSTEM_LABELS[system]}: {result.rate:.2f} req/s"
+                if result.rate
+                else system,
+            )
+            ax.fill_between(
+                rates, [p[2] for p in result.curve], [p[3] for p in result.curve], color=color, alpha=0.15
+            )
+            if result.rate is not None:
+                ax.axvline(result.rate, color=color, ls=":", lw=0.8)
+        ax.axhline(threshold, color="black", ls="--", lw=0.9)
+        ax.set_ylim(0, 2 * threshold)
+        ax.set_xlim(left=0)
+        ratios = ", ".join(f"{r.pooled:.2f}x {reference.SYSTEM_LABELS[s]}" for s, r in panel.ratios.items())
+        ax.set_title(f"{name}: vLLM sustains {ratios}", fontsize=7)
+        ax.set_xlabel("request rate (req/s)")
+        ax.legend(fontsize=6, loc="upper left")
+        ax.grid(ls=":", lw=0.5)
+    axes[0][0].set_ylabel("normalized latency (s/token)")
+    fig.suptitle(
+        f"Fig. 12: ShareGPT, mean over seeds (band: lowest-highest seed); dashed: {threshold:g} s/token, "
+        "dotted: the rate each system sustains",
+        fontsize=9,
+    )
+    fig.tight_layout()
     return fig
 
 

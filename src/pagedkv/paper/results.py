@@ -10,6 +10,7 @@ categories named as the simulator names them), each as ``{"pagedkv": mean, "pape
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import fmean, stdev
@@ -104,6 +105,43 @@ class BlockSizeResult:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Fig12System:
+    """Fig. 12, one system of one panel: the rate it sustains at the threshold and its latency curve."""
+
+    rate: float | None  # the highest rate sustained, seeds pooled (None: none down to the search's floor)
+    next_rate: float | None  # the lowest rate not sustained
+    seed_rates: Spread | None  # each seed's own knee, interpolated between the rates tried
+    batch_mean: float  # sequences decoding a step at `rate`, mean over the seeds
+    curve: tuple[
+        tuple[float, float, float, float], ...
+    ]  # (rate, mean normalized latency, lowest, highest seed)
+
+
+@dataclass(frozen=True, slots=True)
+class Fig12Ratio:
+    """vLLM's sustained rate over one Orca system's: the seeds pooled, and seed by seed (paired streams)."""
+
+    pooled: float
+    seeds: Spread | None
+
+
+@dataclass(frozen=True, slots=True)
+class Fig12Panel:
+    """Fig. 12, one panel: every system, vLLM's ratios, and the rates at each threshold searched."""
+
+    setting: str
+    systems: dict[str, Fig12System]
+    ratios: dict[str, Fig12Ratio]
+    sensitivity: dict[float, dict[str, float | None]]  # threshold (s/token) -> system -> sustained rate
+
+    def ratio_at(self, threshold: float, system: str) -> float | None:
+        """vLLM's rate over `system`'s at `threshold` (None when either sustained no rate)."""
+        rates = self.sensitivity[threshold]
+        vllm, other = rates["paged"], rates[system]
+        return vllm / other if vllm and other else None
+
+
 @dataclass
 class PaperResults:
     """Everything one `pagedkv paper` run measured, plus what it ran on."""
@@ -113,6 +151,7 @@ class PaperResults:
     fig13a: dict[str, Breakdown] = field(default_factory=dict)
     fig15: dict[str, dict[int, SharingResult]] = field(default_factory=dict)
     fig18b: dict[int, BlockSizeResult] = field(default_factory=dict)
+    fig12: dict[str, Fig12Panel] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     wall_seconds: float = 0.0
 
@@ -144,6 +183,8 @@ class PaperResults:
                 str(size): {**_entry(result.waste, None), "mean_batch": round(result.mean_batch, 2)}
                 for size, result in self.fig18b.items()
             }
+        if self.fig12:
+            data["fig12"] = {panel: _fig12_json(result) for panel, result in self.fig12.items()}
         data["notes"] = self.notes
         data["wall_seconds"] = round(self.wall_seconds, 2)
         return data
@@ -151,3 +192,50 @@ class PaperResults:
 
 def _entry(measured: Spread, paper: float | None) -> dict[str, Any]:
     return {"pagedkv": round(measured.mean, 2), "paper": paper, "spread": measured.to_json()}
+
+
+def _fig12_json(panel: Fig12Panel) -> dict[str, Any]:
+    systems = {
+        system: {
+            "rate": _rounded(result.rate),
+            "next_rate": _rounded(result.next_rate),
+            "seeds": result.seed_rates.to_json() if result.seed_rates else None,
+            "batch_mean": _rounded(result.batch_mean, 2),
+            "curve": [
+                {
+                    "rate": round(rate, 4),
+                    "normalized_s": round(mean, 4),
+                    "min": round(low, 4),
+                    "max": round(high, 4),
+                }
+                for rate, mean, low, high in result.curve
+            ],
+        }
+        for system, result in panel.systems.items()
+    }
+    ratios = {
+        system: {
+            "pagedkv": _rounded(ratio.pooled),
+            "paper": list(reference.FIG12_RATIOS[system]) if system in reference.FIG12_RATIOS else None,
+            "spread": ratio.seeds.to_json() if ratio.seeds else None,
+            "goal": reference.fig12_ok(system, ratio.pooled),
+        }
+        for system, ratio in panel.ratios.items()
+    }
+    sensitivity = {
+        f"{threshold:g}": {
+            "rates": {system: _rounded(rate) for system, rate in rates.items()},
+            "ratios": {system: _rounded(panel.ratio_at(threshold, system)) for system in reference.ORCA},
+        }
+        for threshold, rates in panel.sensitivity.items()
+    }
+    return {
+        "setting": panel.setting,
+        "systems": systems,
+        "ratios": ratios,
+        "sensitivity": {"threshold_s": sensitivity},
+    }
+
+
+def _rounded(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None or math.isnan(value) else round(value, digits)

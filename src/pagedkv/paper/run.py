@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from pagedkv.paper import reference, report
+from pagedkv.paper.fig12 import run_fig12
 from pagedkv.paper.results import BlockSizeResult, Breakdown, PaperResults, SharingResult
 from pagedkv.paper.setting import PaperConfig
 from pagedkv.paper.sharegpt import MAX_TOTAL_LEN, default_trace_path
 from pagedkv.paper.tasks import Measurement, PaperTask, run_task, trace_pool
 from pagedkv.progress import Progress
 
-Mapper = Callable[[Callable[[PaperTask], Measurement], Iterable[PaperTask]], Iterable[Measurement]]
-"""``mapper(run_task, tasks)`` -> measurements, like the built-in ``map``."""
+Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
+"""``mapper(fn, tasks)`` -> results, like the built-in ``map`` (`run_task` over `PaperTask`s, and Fig. 12's
+`run_fig12_point` over its tasks)."""
 
 
 def paper_tasks(config: PaperConfig, trace: str | os.PathLike[str]) -> list[PaperTask]:
@@ -80,6 +82,8 @@ def run_paper(
         progress.add_total(len(tasks))
     measurements = list(_tracked(mapper(run_task, tasks), progress))
     results = PaperResults(setting=_setting(config, path, pairs), **_group(config, measurements))
+    if "fig12" in config.figures:
+        results.fig12 = run_fig12(config, path, mapper, progress)
     results.notes = report.explain(results, config)
     results.wall_seconds = time.perf_counter() - started
     return results
@@ -145,6 +149,15 @@ def _setting(config: PaperConfig, path: Path, pairs: int) -> dict[str, object]:
         "seeds": list(config.seeds),
         "rates": {"fig2": config.fig2_rate, "fig13a": config.fig13a_rate, "fig15": config.fig15_rate},
         "beam_prune_prob": config.beam_prune_prob,
+        "fig12": {
+            "panels": list(config.fig12_panels),
+            "duration_s": config.fig12_duration,
+            "warmup_s": config.fig12_warmup,
+            "threshold_s": config.fig12_threshold,
+            "sensitivity_thresholds_s": list(config.fig12_thresholds[1:]),
+            "tolerance": config.fig12_tolerance,
+            "start_rate": config.fig12_start_rate,
+        },
     }
 
 

@@ -85,22 +85,35 @@ class Measurement:
 def run_task(task: PaperTask) -> Measurement:
     """Simulate `task` and measure it over its window (the function every runner maps over tasks)."""
     requests = poisson_stream(trace_pool(task.trace), task.rate, task.duration, task.seed)
-    deployment = task.setting.deployment
-    config = SimConfig(
-        iteration_time=task.time_model,
-        seed=task.seed,
+    config = artifact_config(
+        task.setting,
+        task.time_model,
+        task.seed,
         max_time=task.duration,
         beam_prune_prob=task.beam_prune_prob,
         n=task.n,
         beam_width=task.beam_width,
-        max_num_seqs=deployment.num_seqs,
-        max_num_batched_tokens=deployment.batched_tokens,
-        scheduler="v1",
-        enable_chunked_prefill=False,
     )
     result = simulate(requests, system_cache(task.cache, task.setting), config, keep_series=True)
     assert result.series is not None  # kept: Fig. 15's measure averages a ratio step by step
     return _measure(task, result, result.series)
+
+
+def artifact_config(
+    setting: PaperSetting, time_model: RooflineStepTime, seed: int, **options: float | int | None
+) -> SimConfig:
+    """The artifact's scheduler for `setting` (a token per running sequence, then whole prompts within
+    the step's token and sequence limits) on `time_model`; `options` are further `SimConfig` fields."""
+    deployment = setting.deployment
+    return SimConfig(
+        iteration_time=time_model,
+        seed=seed,
+        max_num_seqs=deployment.num_seqs,
+        max_num_batched_tokens=deployment.batched_tokens,
+        scheduler="v1",
+        enable_chunked_prefill=False,
+        **options,  # type: ignore[arg-type]
+    )
 
 
 def system_cache(system: str, setting: PaperSetting) -> KVCache:

@@ -367,9 +367,7 @@ def run_point(argv: list[str]) -> list[dict[str, Any]]:
     cache: every option under its flag's name (``rate``, ``block_size``, ...), ``cache``, and every
     number of `SimResult.summary()` (counters included). Bad options raise `UsageError`.
     """
-    parser = _QuietParser(prog="pagedkv simulate", description=_DESCRIPTION)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parse_run_argv(argv)
     window = _window(args)
     built = build_run(args)
     options = _resolved_options(args, built)
@@ -381,6 +379,14 @@ def run_point(argv: list[str]) -> list[dict[str, Any]]:
         row["cache"] = name
         rows.append(row)
     return rows
+
+
+def parse_run_argv(argv: list[str]) -> argparse.Namespace:
+    """``pagedkv simulate ARGV`` parsed as `build_run` reads it (library callers: the sweep's points, the
+    planner's configurations); a bad option raises `UsageError` naming it, nothing is printed."""
+    parser = _QuietParser(prog="pagedkv simulate", description=_DESCRIPTION)
+    add_arguments(parser)
+    return parser.parse_args(argv)
 
 
 class _QuietParser(Parser):
