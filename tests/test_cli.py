@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pagedkv.cli import main
+from pagedkv.options import Formatter
 
 SCRIPT = Path(sys.executable).with_name("pagedkv")
 
@@ -131,3 +133,21 @@ def test_ctrl_c_prints_one_line_and_exits_130(
     assert main(["demo"]) == 130
     captured = capsys.readouterr()
     assert captured.err == "interrupted\n"
+
+
+def test_every_option_shows_its_default_once_and_never_empty() -> None:
+    """An option whose help already speaks of its default gets none appended (two could disagree), and
+    an empty default is not shown."""
+    from pagedkv.cli import build_parser
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in commands.choices.items():
+        formatter = command._get_formatter()
+        assert isinstance(formatter, Formatter), name
+        for action in command._actions:
+            shown = formatter._get_help_string(action)
+            where = f"pagedkv {name} {'/'.join(action.option_strings)}: {shown}"
+            if "default" in (action.help or ""):
+                assert shown == action.help, where
+            assert "(default: )" not in shown, where

@@ -37,6 +37,7 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
             or default is None
             or default is False
             or default == argparse.SUPPRESS
+            or default in ("", [], ())
             or not action.option_strings
         ):
             return text

@@ -274,7 +274,8 @@ class Engine:
         self.stats.generated_tokens += len(flat)
         for request in changed.values():
             metrics = request.metrics
-            metrics.first_token_time = metrics.first_token_time or now
+            if metrics.first_token_time is None:
+                metrics.first_token_time = now
             metrics.last_token_time = now
             if request.finished:
                 metrics.finished_time = now

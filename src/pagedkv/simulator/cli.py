@@ -38,6 +38,7 @@ from pagedkv.simulator.config import (
     IterationTime,
     IterationTimeModel,
     SimConfig,
+    SimulationConfigError,
     describe_time_model,
 )
 from pagedkv.simulator.deployment import Deployment
@@ -342,7 +343,10 @@ def run(args: argparse.Namespace) -> int:
             window=window,
         )
     print()
-    print(format_table(results, window))
+    try:
+        print(format_table(results, window))
+    except OptionError as exc:  # a --window past the end of the run: known only once it has run
+        raise UsageError(exc.flag_message(" ".join(f"{v:g}" for v in args.window))) from None
     written = []
     if not args.no_plot:
         from pagedkv.simulator.plot import plot_comparison
@@ -453,7 +457,10 @@ def build_run(args: argparse.Namespace, *, block_tables: bool = False) -> Run:
         swap_slots=_swap_slots(args, deployment),
     )
     _check_fits(requests, caches, config)
-    check_budget(requests, config)
+    try:
+        check_budget(requests, config)
+    except SimulationConfigError as exc:
+        raise UsageError(f"--max-num-batched-tokens {config.max_num_batched_tokens:,}: {exc}") from None
     memory = f"{kv_slots:,} KV token slots for every cache: " + "; ".join(
         f"{cache.name} {cache.describe()}" for cache in caches
     )
@@ -738,6 +745,11 @@ def _size_flag(args: argparse.Namespace) -> str:
 def _check_sizes(args: argparse.Namespace, kinds: list[str], kv_slots: int, max_seq_len: int) -> None:
     """Refuse, before allocating anything, sizes whose bookkeeping this machine cannot hold."""
     size = _size_flag(args)
+    if "naive" in kinds and kv_slots < max_seq_len:
+        raise UsageError(
+            f"{size}: smaller than one naive row of --max-model-len {max_seq_len:,} slots; give the caches "
+            "more KV slots or lower --max-model-len"
+        )
     if "paged" in kinds:
         blocks = kv_slots // (args.block_size or 16)
         require_memory(

@@ -494,6 +494,6 @@ def check_budget(requests: list[Request], config: SimConfig) -> None:
         raise SimulationConfigError(
             f"request {longest.request_id} may need {longest.total_len - 1:,} tokens prefilled in one step "
             f"(prompt {longest.prompt_len:,} + output {longest.output_len:,}, if it is preempted near the "
-            f"end) but max_num_batched_tokens is {budget:,} and prompts are not chunked; raise the budget to "
-            "at least the longest sequence (vLLM requires it too), or use chunked prefill"
+            f"end), more than the token budget of {budget:,} a step, and prompts are not chunked; raise the "
+            "budget to at least the longest sequence (vLLM requires it too), or chunk prefills"
         )

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pagedkv.simulator.config import SimConfig, SimulationConfigError
+from pagedkv.simulator.option_error import OptionError
 
 BREAKDOWN = ("token_states", "reservation", "internal", "external", "free")
 BREAKDOWN_LABELS = {
@@ -365,9 +366,11 @@ def summarize(result: SimResult, window: tuple[float, float] | None = None) -> d
     totals = result.step_totals(window)
     capacity, steps = result.capacity_slots, totals.steps
     if not steps:
-        raise SimulationConfigError(
-            f"window {window!r} contains no step of the {result.cache} run "
-            f"(it ran from 0 to {result.end_time:.1f} s); pick a window inside the run"
+        raise OptionError(
+            "window",
+            window,
+            f"contains no step of the {result.cache} run (it ran from 0 to {result.end_time:.1f} s); "
+            "pick a window inside the run",
         )
     whole = result.totals
     latencies = {name: sorted(values) for name, values in result.requests.latencies().items()}

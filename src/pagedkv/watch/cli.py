@@ -30,6 +30,7 @@ _DESCRIPTION = (
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:
     from pagedkv.simulator.cli import add_run_arguments
+    from pagedkv.simulator.loop import CACHE_KINDS
 
     parser = subparsers.add_parser(
         "watch",
@@ -39,6 +40,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     )
     add_run_arguments(parser)
     parser.set_defaults(caches=DEFAULT_CACHES, func=run)
+    (caches,) = [action for action in parser._actions if action.dest == "caches"]
+    caches.help = f"comma-separated, from {', '.join(CACHE_KINDS)}"  # the default is watch's own
     page = parser.add_argument_group("page")
     page.add_argument("--out", default=DEFAULT_OUT, metavar="PATH", help="the page (.html)")
     page.add_argument(
