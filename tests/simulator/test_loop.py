@@ -11,12 +11,12 @@ import pytest
 
 from pagedkv import BlockManager, OutOfBlocks
 from pagedkv.simulator import (
-    IterationTime,
     NaiveCache,
     PagedCache,
     Request,
     SimConfig,
     SimulationConfigError,
+    StepTime,
     compare,
     load_trace,
     simulate,
@@ -123,7 +123,7 @@ def test_event_driven_loop_matches_token_by_token_replay(block_size: int, waterm
     result = simulate(
         requests,
         PagedCache(num_blocks * block_size, block_size, watermark=watermark),
-        SimConfig(iteration_time=IterationTime(0.02), check_invariants=True),
+        SimConfig(step_time=StepTime(0.02), check_invariants=True),
     )
     held, tokens, batch, queue, finish = _token_by_token(requests, num_blocks, block_size, watermark, 0.02)
     assert result.counters["preemptions_recompute"] > 0  # the comparison covers preemption
@@ -244,7 +244,7 @@ def test_real_mooncake_trace_hit_rate_matches_its_shared_prefixes(real_trace: Ca
 
 def test_arrivals_join_at_the_first_step_starting_after_them() -> None:
     requests = _small(80, seed=4)
-    result = simulate(requests, PagedCache(20_000), SimConfig(iteration_time=IterationTime(0.03)))
+    result = simulate(requests, PagedCache(20_000), SimConfig(step_time=StepTime(0.03)))
     times = result.series.time
     for request, step in zip(requests, result.arrival_step, strict=True):
         assert times[step] >= request.arrival_time
@@ -253,13 +253,13 @@ def test_arrivals_join_at_the_first_step_starting_after_them() -> None:
 
 def test_idle_time_is_skipped_not_simulated() -> None:
     requests = [Request(0, 0.0, 10, 5), Request(1, 1000.0, 10, 5)]
-    result = simulate(requests, PagedCache(1000), SimConfig(iteration_time=IterationTime(0.1)))
+    result = simulate(requests, PagedCache(1000), SimConfig(step_time=StepTime(0.1)))
     assert len(result.series) == 10
     assert result.series.time[5] == 1000.0
     assert result.latency_s == pytest.approx([0.5, 0.5])
 
 
-def test_iteration_time_model_sees_batch_prefill_and_context() -> None:
+def test_step_time_model_sees_batch_prefill_and_context() -> None:
     seen: list[tuple[int, int, int]] = []
 
     def model(batch: int, prefill: int, context: int) -> float:
@@ -267,7 +267,7 @@ def test_iteration_time_model_sees_batch_prefill_and_context() -> None:
         return 0.01 + 0.001 * batch
 
     requests = _small(40, seed=8)
-    result = simulate(requests, PagedCache(30_000), SimConfig(iteration_time=model))
+    result = simulate(requests, PagedCache(30_000), SimConfig(step_time=model))
     assert [b for b, _, _ in seen] == list(result.series.batch)
     assert [c for _, _, c in seen] == list(result.series.tokens)  # no sharing: context = tokens held
     assert sum(p for _, p, _ in seen) == sum(r.prompt_len for r in requests)  # no preemption here
@@ -288,7 +288,7 @@ def test_bad_configurations_are_refused() -> None:
     with pytest.raises(SimulationConfigError, match="not both"):
         SimConfig(n=2, beam_width=2)
     with pytest.raises(SimulationConfigError, match="base_s"):
-        IterationTime(0.0)
+        StepTime(0.0)
     with pytest.raises(SimulationConfigError, match="empty"):
         simulate([], PagedCache(1000))
     with pytest.raises(SimulationConfigError, match="sorted"):

@@ -11,11 +11,11 @@ from __future__ import annotations
 import pytest
 
 from pagedkv.simulator import (
-    IterationTime,
     PagedCache,
     Request,
     SimConfig,
     SimulationConfigError,
+    StepTime,
     simulate,
     standard_caches,
     synthetic_workload,
@@ -59,7 +59,7 @@ def test_counting_equals_block_tables(
     seed: int, kv_slots: int, block_size: int, paged: dict, config: dict
 ) -> None:
     requests = synthetic_workload(150, rate=25.0, prompt_range=(20, 600), output_range=(5, 300), seed=seed)
-    sim = SimConfig(iteration_time=IterationTime(0.02, per_seq_s=1e-4), check_invariants=True, **config)
+    sim = SimConfig(step_time=StepTime(0.02, per_seq_s=1e-4), check_invariants=True, **config)
     exact = simulate(requests, PagedCache(kv_slots, block_size, **paged), sim)
     counted = simulate(requests, CountingPagedCache(kv_slots, block_size, **paged), sim)
     assert exact.series is not None and counted.series is not None

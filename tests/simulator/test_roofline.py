@@ -81,7 +81,7 @@ def test_every_coefficient_is_printed_with_its_source() -> None:
 
 def test_it_is_a_simulator_time_model_and_picklable() -> None:
     model = RooflineStepTime(OPT_13B, A100)
-    assert SimConfig(iteration_time=model).iteration_time is model
+    assert SimConfig(step_time=model).step_time is model
     assert pickle.loads(pickle.dumps(model)) == model
 
 

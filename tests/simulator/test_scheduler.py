@@ -15,12 +15,12 @@ import pytest
 
 from pagedkv import BlockManager, OutOfBlocks
 from pagedkv.simulator import (
-    IterationTime,
     NaiveCache,
     PagedCache,
     Request,
     SimConfig,
     SimulationConfigError,
+    StepTime,
     simulate,
     synthetic_workload,
 )
@@ -163,7 +163,7 @@ def _run(requests: list[Request], num_blocks: int, block_size: int, **config: ob
     result = simulate(
         requests,
         PagedCache(num_blocks * block_size, block_size),
-        SimConfig(iteration_time=model, check_invariants=True, **config),  # type: ignore[arg-type]
+        SimConfig(step_time=model, check_invariants=True, **config),  # type: ignore[arg-type]
     )
     return result, prefills
 
@@ -223,7 +223,7 @@ def test_the_token_budget_is_never_exceeded() -> None:
     result = simulate(
         requests,
         PagedCache(40_000, 16),
-        SimConfig(iteration_time=model, max_num_batched_tokens=300, max_num_seqs=48, n=2),
+        SimConfig(step_time=model, max_num_batched_tokens=300, max_num_seqs=48, n=2),
         on_step=observe,
     )
     used = [d + p for d, p in zip(decodes, prefills, strict=True)]
@@ -246,7 +246,7 @@ def test_a_prompt_longer_than_the_budget_is_prefilled_chunk_by_chunk() -> None:
     result = simulate(
         [request],
         PagedCache(4000, 16),
-        SimConfig(iteration_time=IterationTime(0.1), max_num_batched_tokens=256, max_num_seqs=8),
+        SimConfig(step_time=StepTime(0.1), max_num_batched_tokens=256, max_num_seqs=8),
         on_step=observe,
     )
     # 256 + 256 + 256 tokens of prompt, then the last 232 with the first token; blocks follow the chunks
@@ -260,9 +260,9 @@ def test_a_prompt_longer_than_the_budget_is_prefilled_chunk_by_chunk() -> None:
 
 
 def test_ttft_of_a_lone_request_is_its_prefill_step_time() -> None:
-    time_model = IterationTime(0.01, per_prefill_token_s=1e-4, per_seq_s=1e-3)
+    time_model = StepTime(0.01, per_prefill_token_s=1e-4, per_seq_s=1e-3)
     request = Request(0, 2.0, prompt_len=500, output_len=4)
-    result = simulate([request], PagedCache(4000, 16), SimConfig(iteration_time=time_model))
+    result = simulate([request], PagedCache(4000, 16), SimConfig(step_time=time_model))
     prefill_step = 0.01 + 500 * 1e-4 + 1e-3  # its prompt, and the first token of a one-sequence batch
     decode_step = 0.01 + 1e-3
     summary = result.summary()
@@ -277,9 +277,7 @@ def test_v0_stalls_decodes_while_it_prefills() -> None:
     result = simulate(
         requests,
         PagedCache(4000, 16),
-        SimConfig(
-            iteration_time=IterationTime(0.1), scheduler="v0", max_num_batched_tokens=512, max_num_seqs=8
-        ),
+        SimConfig(step_time=StepTime(0.1), scheduler="v0", max_num_batched_tokens=512, max_num_seqs=8),
     )
     # step 0 prefills request 0; steps 1-2 decode it; step 3 (t = 0.3) prefills request 1 alone
     assert list(result.series.batch[:5]) == [1, 1, 1, 1, 2]
@@ -287,7 +285,7 @@ def test_v0_stalls_decodes_while_it_prefills() -> None:
     v1 = simulate(
         requests,
         PagedCache(4000, 16),
-        SimConfig(iteration_time=IterationTime(0.1), max_num_batched_tokens=512, max_num_seqs=8),
+        SimConfig(step_time=StepTime(0.1), max_num_batched_tokens=512, max_num_seqs=8),
     )
     assert list(v1.series.batch[:5]) == [1, 1, 1, 2, 2]  # V1 prefills request 1 beside the decode
     assert v1.summary()["e2e_s_mean"] < result.summary()["e2e_s_mean"]
@@ -298,7 +296,7 @@ def test_reservation_caches_prefill_in_chunks_too() -> None:
     result = simulate(
         [request],
         NaiveCache(4000, 1000),
-        SimConfig(iteration_time=IterationTime(0.1), max_num_batched_tokens=256, max_num_seqs=4),
+        SimConfig(step_time=StepTime(0.1), max_num_batched_tokens=256, max_num_seqs=4),
     )
     assert list(result.series.batch) == [0, 0, 1, 1]
     assert list(result.series.tokens) == [256, 512, 601, 602]
@@ -326,7 +324,7 @@ def test_latency_percentiles_over_many_requests() -> None:
     result = simulate(
         requests,
         PagedCache(30_000),
-        SimConfig(iteration_time=IterationTime(0.02), max_num_batched_tokens=1024, max_num_seqs=64),
+        SimConfig(step_time=StepTime(0.02), max_num_batched_tokens=1024, max_num_seqs=64),
     )
     summary = result.summary()
     arrival = result.requests.arrival_time

@@ -106,7 +106,7 @@ def artifact_config(
     the step's token and sequence limits) on `time_model`; `options` are further `SimConfig` fields."""
     deployment = setting.deployment
     return SimConfig(
-        iteration_time=time_model,
+        step_time=time_model,
         seed=seed,
         max_num_seqs=deployment.num_seqs,
         max_num_batched_tokens=deployment.batched_tokens,

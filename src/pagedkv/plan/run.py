@@ -30,7 +30,7 @@ from pagedkv.plan.slo import Slo, format_seconds, parse_slos
 from pagedkv.plan.verdict import Verdict, judge
 from pagedkv.progress import Progress
 from pagedkv.simulator.cli import Run
-from pagedkv.simulator.config import IterationTimeModel
+from pagedkv.simulator.config import StepTimeModel
 
 DEFAULT_TOLERANCE = 0.02
 DEFAULT_SEEDS = (0, 1, 2)
@@ -152,7 +152,7 @@ def default_num_requests(slos: Sequence[Slo], seeds: int) -> int:
     return max(MIN_REQUESTS, math.ceil(needed / (share * seeds)))
 
 
-def one_step_s(time_model: IterationTimeModel) -> float:
+def one_step_s(time_model: StepTimeModel) -> float:
     """The fastest step the time model allows: one sequence decoding, or one prompt token, nothing else.
     Every latency a request sees is at least one step, so an SLO below it is met at no rate."""
     return min(time_model(1, 0, 0), time_model(0, 1, 0))
@@ -189,7 +189,7 @@ def run_plan(plan: Plan, mapper: Mapper = map, progress: Progress | None = None)
 
 def impossible_reason(plan: Plan, index: int) -> str:
     """Why configuration `index` can meet the SLOs at no rate, known without simulating (or \"\")."""
-    step = one_step_s(plan.runs[index].config.iteration_time)
+    step = one_step_s(plan.runs[index].config.step_time)
     below = [slo for slo in plan.slos if slo.bound_s < step]
     if not below:
         return ""

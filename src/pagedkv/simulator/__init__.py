@@ -7,7 +7,7 @@ The simulator needs only the standard library (matplotlib for the plot, imported
 """
 
 from pagedkv.simulator.cache import Admission, KVCache, Preemption, Usage
-from pagedkv.simulator.config import IterationTime, SimConfig, SimulationConfigError
+from pagedkv.simulator.config import SimConfig, SimulationConfigError, StepTime
 from pagedkv.simulator.loop import CACHE_KINDS, StepView, compare, simulate, standard_caches
 from pagedkv.simulator.metrics import BREAKDOWN, SimResult, StepSeries, StepTotals, summarize
 from pagedkv.simulator.naive import NaiveCache
@@ -20,7 +20,6 @@ __all__ = [
     "BREAKDOWN",
     "CACHE_KINDS",
     "Admission",
-    "IterationTime",
     "KVCache",
     "NaiveCache",
     "OrcaCache",
@@ -31,6 +30,7 @@ __all__ = [
     "SimResult",
     "SimulationConfigError",
     "StepSeries",
+    "StepTime",
     "StepTotals",
     "StepView",
     "TraceError",

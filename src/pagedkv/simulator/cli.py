@@ -35,10 +35,10 @@ from pagedkv.simulator.cache import KVCache
 from pagedkv.simulator.config import (
     DEFAULT_STEP_TIME_S,
     SCHEDULERS,
-    IterationTime,
-    IterationTimeModel,
     SimConfig,
     SimulationConfigError,
+    StepTime,
+    StepTimeModel,
     describe_time_model,
 )
 from pagedkv.simulator.deployment import Deployment
@@ -328,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
         print(built.deployment)
     print(f"workload:  {built.workload}")
     print(f"memory:    {built.memory}")
-    step_time = describe_time_model(built.config.iteration_time).splitlines()[0]
+    step_time = describe_time_model(built.config.step_time).splitlines()[0]
     print(f"engine:    {step_time}; {_sampling(built.config)}")
     print(f"scheduler: {built.config.describe_scheduler()}")
     for note in built.notes:
@@ -543,7 +543,7 @@ def _describe_deployment(deployment: Deployment, config: SimConfig) -> str:
     lines = [f"model:     {deployment.describe()}", "KV memory per GPU:"]
     lines += [f"  {line}" for line in deployment.memory_terms().format().splitlines()]
     lines.append("step time, every coefficient:")
-    lines += [f"  {line}" for line in describe_time_model(config.iteration_time).splitlines()[1:]]
+    lines += [f"  {line}" for line in describe_time_model(config.step_time).splitlines()[1:]]
     return "\n".join(lines)
 
 
@@ -652,7 +652,7 @@ def _config(args: argparse.Namespace, deployment: Deployment | None) -> SimConfi
             f"{max(args.n, args.beam_width)} sequences"
         )
     return SimConfig(
-        iteration_time=_time_model(args, deployment),
+        step_time=_time_model(args, deployment),
         n=args.n,
         beam_width=args.beam_width,
         beam_prune_prob=0.1 if args.beam_prune_prob is None else args.beam_prune_prob,
@@ -666,7 +666,7 @@ def _config(args: argparse.Namespace, deployment: Deployment | None) -> SimConfi
     )
 
 
-def _time_model(args: argparse.Namespace, deployment: Deployment | None) -> IterationTimeModel:
+def _time_model(args: argparse.Namespace, deployment: Deployment | None) -> StepTimeModel:
     """The user's linear coefficients when any is given, else the deployment's roofline, else 50 ms."""
     linear = (
         args.step_time,
@@ -677,7 +677,7 @@ def _time_model(args: argparse.Namespace, deployment: Deployment | None) -> Iter
     if deployment is not None and all(value is None for value in linear):
         return deployment.step_time_model()
     base, per_seq, per_prefill, per_context = (value or 0.0 for value in linear)
-    return IterationTime(base or DEFAULT_STEP_TIME_S, per_seq, per_prefill, per_context)
+    return StepTime(base or DEFAULT_STEP_TIME_S, per_seq, per_prefill, per_context)
 
 
 def _window(args: argparse.Namespace) -> tuple[float, float] | None:

@@ -5,16 +5,16 @@ re-checks it; every cache in a comparison runs under the same one.
 
 The time model. Requests arrive in seconds (`Request.arrival_time`); the loop runs in *steps* (one
 engine iteration each). Step k starts at time ``t_k``; the requests with ``arrival_time <= t_k`` join
-the queue at step k, and ``t_{k+1} = t_k + iteration_time(batch_k, prefill_tokens_k)`` where
+the queue at step k, and ``t_{k+1} = t_k + step_time(batch_k, prefill_tokens_k)`` where
 ``batch_k`` is the number of sequences that generate a token in step k, ``prefill_tokens_k`` the
 prompt (and recomputed) tokens computed for the sequences admitted in it, and ``context_tokens_k``
 the tokens attention reads in it (the sum of the running sequences' lengths; a shared prefix counts
 once per sequence, as each sequence's attention reads it). When nothing runs and
 nothing waits, the clock jumps to the next arrival and no step is recorded (idle time is not
-simulated step by step). A fixed iteration time is the default; the batch-dependent terms let a
+simulated step by step). A fixed step time is the default; the batch-dependent terms let a
 study model a real GPU, where a step with more sequences, longer contexts or a long prefill takes
 longer. Any callable ``(batch, prefill_tokens, context_tokens) -> seconds`` (> 0) can replace
-`IterationTime`, e.g. a roofline model of a given GPU and model.
+`StepTime`, e.g. a roofline model of a given GPU and model.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from pagedkv.errors import InvalidArgument
 DEFAULT_STEP_TIME_S = 0.05
 SCHEDULERS = ("v1", "v0")
 
-IterationTimeModel = Callable[[int, int, int], float]
+StepTimeModel = Callable[[int, int, int], float]
 """``(batch, prefill_tokens, context_tokens) -> seconds`` of one engine step (see the module docstring)."""
 
 
-def describe_time_model(model: IterationTimeModel) -> str:
-    """The model's own one-line description (`IterationTime`, rooflines), or its name."""
+def describe_time_model(model: StepTimeModel) -> str:
+    """The model's own one-line description (`StepTime`, rooflines), or its name."""
     describe = getattr(model, "describe", None)
     return (
         str(describe()) if callable(describe) else f"{getattr(model, '__name__', repr(model))} (a callable)"
@@ -45,7 +45,7 @@ class SimulationConfigError(InvalidArgument):
 
 
 @dataclass(frozen=True, slots=True)
-class IterationTime:
+class StepTime:
     """Seconds one engine step takes, linear in its work::
 
         base_s + per_seq_s * batch + per_prefill_token_s * prefill_tokens + per_context_token_s * context
@@ -63,13 +63,13 @@ class IterationTime:
     def __post_init__(self) -> None:
         if not (self.base_s > 0 and math.isfinite(self.base_s)):
             raise SimulationConfigError(
-                f"iteration time base_s={self.base_s!r} must be a finite number of seconds > 0 "
+                f"step time base_s={self.base_s!r} must be a finite number of seconds > 0 "
                 "(every engine step takes some time)"
             )
         for name in ("per_seq_s", "per_prefill_token_s", "per_context_token_s"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
-                raise SimulationConfigError(f"iteration time {name}={value!r} must be a finite number >= 0")
+                raise SimulationConfigError(f"step time {name}={value!r} must be a finite number >= 0")
 
     def __call__(self, batch: int, prefill_tokens: int, context_tokens: int) -> float:
         return (
@@ -95,7 +95,7 @@ class SimConfig:
     """How every cache in a comparison runs the requests.
 
     Args:
-        iteration_time: the step-duration model, an `IterationTime` or any `IterationTimeModel`.
+        step_time: the step-duration model, a `StepTime` or any `StepTimeModel`.
         n: parallel sampling, outputs per prompt (the samples share the prompt's blocks via `fork`).
         beam_width: beam search width k (beams share blocks; see `beam_prune_prob`). At most one of
             `n` and `beam_width` may exceed 1.
@@ -119,7 +119,7 @@ class SimConfig:
             for tests and debugging).
     """
 
-    iteration_time: IterationTimeModel = field(default_factory=IterationTime)
+    step_time: StepTimeModel = field(default_factory=StepTime)
     n: int = 1
     beam_width: int = 1
     beam_prune_prob: float = 0.1
@@ -132,9 +132,9 @@ class SimConfig:
     check_invariants: bool = False
 
     def __post_init__(self) -> None:
-        if not callable(self.iteration_time):
+        if not callable(self.step_time):
             raise SimulationConfigError(
-                f"iteration_time={self.iteration_time!r} must be an IterationTime or a callable "
+                f"step_time={self.step_time!r} must be a StepTime or a callable "
                 "(batch, prefill_tokens, context_tokens) -> seconds"
             )
         if self.n < 1 or self.beam_width < 1:

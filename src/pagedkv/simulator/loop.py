@@ -3,12 +3,12 @@
 Public API (re-exported by `pagedkv.simulator`; what `pagedkv simulate` and `pagedkv paper` call)::
 
     from pagedkv.simulator import (
-        SimConfig, IterationTime, NaiveCache, OrcaCache, PagedCache,
+        SimConfig, StepTime, NaiveCache, OrcaCache, PagedCache,
         simulate, compare, standard_caches, synthetic_workload, load_trace,
     )
     requests = synthetic_workload(1000, rate=10.0, seed=0)           # or load_trace(path).requests
     caches = standard_caches(kv_slots=144_000, max_seq_len=4500)      # naive, orca-max/pow2/oracle, paged
-    results = compare(requests, caches, SimConfig(iteration_time=IterationTime(0.05)))
+    results = compare(requests, caches, SimConfig(step_time=StepTime(0.05)))
     results["paged"].summary(window=(300, 900))                       # means over a steady state
     results["paged"].summary()["ttft_s_p99"]                          # latency percentiles
 
@@ -439,11 +439,10 @@ class _Loop:
                 self.step, tick, clock, cache, self.running, self.prefilling, self.waiting, self.swapped
             )
             self.on_step(view)
-        duration = self.config.iteration_time(batch, prefill, context)
+        duration = self.config.step_time(batch, prefill, context)
         if not duration > 0:
             raise SimulationConfigError(
-                f"the iteration-time model returned {duration!r} s for step {self.step}; "
-                "steps must take > 0 s"
+                f"the step-time model returned {duration!r} s for step {self.step}; steps must take > 0 s"
             )
         end = clock + duration
         first_token_time = self.results.first_token_time

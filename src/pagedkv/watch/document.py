@@ -49,7 +49,7 @@ def build_document(recording: Recording) -> dict[str, Any]:
         "version": VERSION,
         "workload": run.workload,
         "memory": run.memory,
-        "engine": getattr(config.iteration_time, "describe", lambda: "")(),
+        "engine": getattr(config.step_time, "describe", lambda: "")(),
         "num_seqs": config.num_seqs,
         "palette": {"sequence": palette.SEQUENCE, "reserved": palette.RESERVED, "states": palette.STATES},
         "breakdown_labels": dict(BREAKDOWN_LABELS),
