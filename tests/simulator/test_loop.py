@@ -314,3 +314,18 @@ def test_on_step_sees_every_step_with_the_running_requests() -> None:
     assert [s for s, _, _ in seen] == list(range(len(result.series)))
     assert [b for _, b, _ in seen] == list(result.series.batch)
     assert [q for _, _, q in seen] == list(result.series.queue)
+
+
+def test_a_run_without_its_series_summarizes_exactly_as_one_with_them() -> None:
+    """The lean run (streamed totals, the window's totals given up front) and the full series agree on
+    every number of the summary, over the whole run and over a window."""
+    requests = _small(300)
+    window = (2.0, 6.0)
+    lean = compare(requests, standard_caches(16_000, 1000, watermark=0.01), keep_series=False, window=window)
+    full = compare(requests, standard_caches(16_000, 1000, watermark=0.01), keep_series=True)
+    for name, result in lean.items():
+        assert result.series is None and full[name].series is not None, name
+        assert result.summary() == full[name].summary(), name
+        windowed = result.summary(window)
+        assert windowed == full[name].summary(window), name
+        assert windowed["held_pct_mean"] != result.summary()["held_pct_mean"], name  # the window matters
