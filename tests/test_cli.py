@@ -135,6 +135,19 @@ def test_ctrl_c_prints_one_line_and_exits_130(
     assert captured.err == "interrupted\n"
 
 
+def test_ctrl_c_while_the_commands_load_is_one_line_too(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pagedkv.cli
+
+    def interrupted() -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pagedkv.cli, "build_parser", interrupted)
+    assert main(["demo"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 def test_every_option_shows_its_default_once_and_never_empty() -> None:
     """An option whose help already speaks of its default gets none appended (two could disagree), and
     an empty default is not shown."""

@@ -25,7 +25,7 @@ def test_waste_is_the_reserved_but_empty_share() -> None:
     assert mem.reserved_bytes == 3 * 64 * per_token
     assert mem.used_bytes == (10 + 40 + 6) * per_token
     assert mem.waste == pytest.approx(1 - 56 / 192)
-    assert mem.utilisation == pytest.approx(56 / 256)
+    assert mem.utilization == pytest.approx(56 / 256)
     cache.free("b")
     assert cache.memory().waste == pytest.approx(1 - 16 / 128)
 

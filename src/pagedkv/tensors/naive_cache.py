@@ -34,7 +34,7 @@ class NaiveMemory:
         return 1.0 - self.used_bytes / self.reserved_bytes if self.reserved_bytes else 0.0
 
     @property
-    def utilisation(self) -> float:
+    def utilization(self) -> float:
         """Fraction of the whole tensor that holds tokens."""
         return self.used_bytes / self.total_bytes
 
