@@ -46,31 +46,13 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         allow_abbrev=False,
     )
     plan = parser.add_argument_group("plan")
-    plan.add_argument(
-        "--slo",
-        action="append",
-        metavar="STAT:METRIC=VALUE",
-        help="a latency objective, e.g. p99:ttft=2s, p99:tpot=100ms, mean:normalized=1s (STAT: mean or pNN; "
-        "METRIC: ttft, tpot, e2e, normalized; units s or ms); repeat for several",
-    )
+    add_plan_arguments(plan)
     plan.add_argument(
         "--compare",
         action="append",
         metavar="NAME=V1,V2,...",
         help="a simulate option and the values to compare, e.g. block-size=8,16,32 or caches=paged,orca-max "
         "(repeat for more options: every combination is a configuration)",
-    )
-    plan.add_argument(
-        "--seeds",
-        type=seed_list,
-        default=DEFAULT_SEEDS,
-        help="request-stream seeds pooled at every rate, e.g. 0-4 or 0,1,2",
-    )
-    plan.add_argument(
-        "--tolerance",
-        type=open_fraction,
-        default=0.02,
-        help="stop when the lowest failing rate is within this fraction above the highest sustained one",
     )
     output = parser.add_argument_group("output")
     output.add_argument("--out", default=DEFAULT_OUT, metavar="PATH", help="the plot (.png, .svg or .pdf)")
@@ -80,6 +62,30 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     add_backend_arguments(parser)
     _add_simulate_options(parser)
     parser.set_defaults(func=run)
+
+
+def add_plan_arguments(group: argparse._ArgumentGroup) -> None:
+    """The planner's own options (``--slo``, ``--seeds``, ``--tolerance``), shared with `pagedkv sweep
+    --plan`, whose points are plans."""
+    group.add_argument(
+        "--slo",
+        action="append",
+        metavar="STAT:METRIC=VALUE",
+        help="a latency objective, e.g. p99:ttft=2s, p99:tpot=100ms, mean:normalized=1s (STAT: mean or pNN; "
+        "METRIC: ttft, tpot, e2e, normalized; units s or ms); repeat for several",
+    )
+    group.add_argument(
+        "--seeds",
+        type=seed_list,
+        default=DEFAULT_SEEDS,
+        help="request-stream seeds pooled at every rate, e.g. 0-4 or 0,1,2",
+    )
+    group.add_argument(
+        "--tolerance",
+        type=open_fraction,
+        default=0.02,
+        help="stop when the lowest failing rate is within this fraction above the highest sustained one",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,8 +21,8 @@ from pagedkv.plan.knees import describe_knees, seed_knees
 from pagedkv.plan.measure import PointResult
 from pagedkv.plan.run import ConfigurationResult, Plan
 from pagedkv.plan.search import Status
-from pagedkv.plan.slo import format_seconds, statistic
-from pagedkv.plan.verdict import KEEP_UP_SHARE, STATISTICS, Verdict, pooled_metrics
+from pagedkv.plan.slo import Slo, format_seconds, statistic
+from pagedkv.plan.verdict import KEEP_UP_SHARE, POOLED_METRICS, STATISTICS, Verdict, pooled_metrics
 from pagedkv.simulator.metrics import LATENCIES
 
 
@@ -100,16 +100,44 @@ def csv_rows(plan: Plan, results: Sequence[ConfigurationResult]) -> list[dict[st
                     "sustains": verdict.sustains,
                     "max_rate": rate == result.max_rate,
                     "saturation_rate": result.saturation_rate,
-                    "queue_growth_pct": 100 * verdict.growth_share,
                 }
             )
-            for check in verdict.checks:
-                row[check.slo.name] = check.value
-                row[f"{check.slo.name}_min"] = check.low
-                row[f"{check.slo.name}_max"] = check.high
-            row.update(pooled_metrics(seeds))
+            row.update(_at_rate(verdict, seeds))
             rows.append(row)
     return rows
+
+
+def answer_row(result: ConfigurationResult) -> dict[str, Any]:
+    """One configuration's answer as one flat row (a `pagedkv sweep --plan` point): ``status``,
+    ``max_rate``, ``next_rate``, ``saturation_rate``, ``limited_by`` (what failed above the answer, or
+    why no rate sustains), and at the max rate the columns `csv_rows` gives every rate tried."""
+    row: dict[str, Any] = {
+        "status": result.status.value,
+        "max_rate": result.max_rate,
+        "next_rate": result.next_rate,
+        "saturation_rate": result.saturation_rate,
+        "limited_by": _limited_by(result),
+    }
+    if result.max_rate is not None and result.search is not None:
+        seeds = result.points[result.configuration.index, result.max_rate]
+        row.update(_at_rate(result.search.verdicts[result.max_rate], seeds))
+    return row
+
+
+def answer_metrics(slos: Sequence[Slo]) -> list[str]:
+    """The numeric columns of `answer_row` for a plan with `slos`, known before anything runs."""
+    names = [f"{slo.name}{suffix}" for slo in slos for suffix in ("", "_min", "_max")]
+    return ["max_rate", "next_rate", "saturation_rate", "queue_growth_pct", *names, *POOLED_METRICS]
+
+
+def _at_rate(verdict: Verdict, seeds: list[PointResult]) -> dict[str, Any]:
+    """The queue's growth, every SLO's pooled value and seed range, and `pooled_metrics` at one rate."""
+    row: dict[str, Any] = {"queue_growth_pct": 100 * verdict.growth_share}
+    for check in verdict.checks:
+        row[check.slo.name] = check.value
+        row[f"{check.slo.name}_min"] = check.low
+        row[f"{check.slo.name}_max"] = check.high
+    return row | pooled_metrics(seeds)
 
 
 def write_csv(path: str, rows: list[dict[str, Any]]) -> None:

@@ -30,6 +30,9 @@ from pagedkv.simulator.metrics import LATENCIES
 
 KEEP_UP_SHARE = 0.02
 STATISTICS = ("p50", "p90", "p99", "mean")  # the latency statistics every report shows
+SEED_MEANS = ("batch_mean", "kv_usage_pct", "queue_mean", "completion_rate", "preemptions")  # PointResult's
+POOLED_METRICS = (*(f"{name}_s_{stat}" for name in LATENCIES for stat in STATISTICS), *SEED_MEANS)
+"""The keys of `pooled_metrics`, in its order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +102,6 @@ def pooled_metrics(results: Sequence[PointResult]) -> dict[str, float]:
         values = [x for r in results for x in r.latencies[name]]
         for stat in STATISTICS:
             metrics[f"{name}_s_{stat}"] = statistic(values, stat)
-    metrics["batch_mean"] = fmean(r.batch_mean for r in results)
-    metrics["kv_usage_pct"] = fmean(r.kv_usage_pct for r in results)
-    metrics["queue_mean"] = fmean(r.queue_mean for r in results)
-    metrics["completion_rate"] = fmean(r.completion_rate for r in results)
-    metrics["preemptions"] = fmean(r.preemptions for r in results)
+    for name in SEED_MEANS:
+        metrics[name] = fmean(getattr(r, name) for r in results)
     return metrics

@@ -374,7 +374,7 @@ def run_point(argv: list[str]) -> list[dict[str, Any]]:
     args = parse_run_argv(argv)
     window = _window(args)
     built = build_run(args)
-    options = _resolved_options(args, built)
+    options = resolved_options(args, built)
     results = compare(built.requests, built.caches, built.config, keep_series=False, window=window)
     rows = []
     for name, result in results.items():
@@ -400,7 +400,7 @@ class _QuietParser(Parser):
         raise UsageError(message)
 
 
-def _resolved_options(args: argparse.Namespace, built: Run) -> dict[str, Any]:
+def resolved_options(args: argparse.Namespace, built: Run) -> dict[str, Any]:
     """The options as the run used them: defaults that depend on other options filled in."""
     options = {k: v for k, v in vars(args).items() if k not in ("out", "no_plot", "json", "csv", "check")}
     config = built.config

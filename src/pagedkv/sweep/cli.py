@@ -17,12 +17,15 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pagedkv.options import Formatter
 from pagedkv.runner import add_backend_arguments
+from pagedkv.sweep.options import PLAN_ONLY
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pagedkv.runner import Backend, Failure
     from pagedkv.sweep.config import SweepFile
     from pagedkv.sweep.grid import Grid, Point
@@ -77,8 +80,16 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         "default: a few headline metrics against the first axis)",
     )
     sweep.add_argument("--no-plot", action="store_true", help="draw no plots")
+    sweep.add_argument(
+        "--plan",
+        action="store_true",
+        help="make every point a `pagedkv plan` of one configuration (the highest rate it sustains under "
+        "the --slo objectives) instead of one simulation; --slo, --seeds and --tolerance then may be "
+        "given or be axes",
+    )
     add_backend_arguments(parser)
     _add_simulate_options(parser)
+    _add_plan_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -100,6 +111,16 @@ def _add_simulate_options(parser: argparse.ArgumentParser) -> None:
             action.default = argparse.SUPPRESS
 
 
+def _add_plan_options(parser: argparse.ArgumentParser) -> None:
+    """The planner's own options, for --plan: kept as typed (each point's argv is checked as a whole)."""
+    from pagedkv.plan.cli import add_plan_arguments
+
+    add_plan_arguments(parser.add_argument_group("plan (with --plan; every point the same, unless an axis)"))
+    for action in parser._actions:
+        if action.dest in PLAN_ONLY:
+            action.default, action.type = argparse.SUPPRESS, None
+
+
 def _simulate_dests() -> list[str]:
     from pagedkv.simulator.cli import add_run_arguments
 
@@ -112,19 +133,23 @@ def run(args: argparse.Namespace) -> int:
     from pagedkv.outputs import check_output_dir
     from pagedkv.runner import backend_from_args
     from pagedkv.sweep.config import read_config
-    from pagedkv.sweep.grid import build_grid, check_points
+    from pagedkv.sweep.grid import build_grid, check_points, simulate
     from pagedkv.sweep.options import SimulateOptions, point_key
     from pagedkv.sweep.table import PARQUET_EXTRA, ResultsTable, parquet_available
 
     started = time.perf_counter()
-    options = SimulateOptions()
+    options, task = SimulateOptions(), simulate
+    if args.plan:
+        from pagedkv.sweep.plans import PlanOptions, plan
+
+        options, task = PlanOptions(), plan
     file = read_config(args.config) if args.config else None
-    fixed = {dest: getattr(args, dest) for dest in _simulate_dests() if hasattr(args, dest)}
+    fixed = {dest: getattr(args, dest) for dest in [*_simulate_dests(), *PLAN_ONLY] if hasattr(args, dest)}
     grid = build_grid(options, file, args.grid, fixed)
     points = grid.points()
     inputs = check_points(options, points)
     keys = [point_key(given) for given in inputs]
-    caches = sorted({given["caches"] or "simulate's default" for given in inputs})
+    caches = sorted({given["caches"] or options.default_caches for given in inputs})
     plots = [] if args.no_plot else _plots(args.plot, file, options, grid)
     backend = backend_from_args(args)
     out_dir = check_output_dir(args.out_dir, "--out-dir")
@@ -142,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     if len(todo) < len(points):
         print(f"resume:  {len(points) - len(todo)} points already in {csv_path}; {len(todo)} to run")
     try:
-        failures = _run_points(table, todo, inputs, keys, backend, options.all_dests)
+        failures = _run_points(table, task, todo, inputs, keys, backend, options.all_dests)
     except KeyboardInterrupt:
         table.close()
         finished = len(table.done() & set(keys))
@@ -158,21 +183,22 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_points(
     table: ResultsTable,
+    task: Callable[[Point], list[dict[str, Any]]],
     todo: list[Point],
     inputs: list[dict[str, str]],
     keys: list[str],
     backend: Backend,
     option_names: set[str],
 ) -> list[tuple[Point, Failure]]:
-    """Run `todo` on `backend`, adding each finished point to `table` at once; the failures."""
+    """Run `task` (`grid.simulate` or `plans.plan`) on each point of `todo` on `backend`, adding each
+    finished point to `table` at once; the failures."""
     from pagedkv.progress import Progress
     from pagedkv.runner import Failure, run_tasks
-    from pagedkv.sweep.grid import simulate
     from pagedkv.sweep.table import failure_row, point_rows
 
     failures = []
     with Progress(len(todo), "sweep", "point") as progress:
-        for point, result in run_tasks(simulate, todo, backend):
+        for point, result in run_tasks(task, todo, backend):
             given, key = inputs[point.index], keys[point.index]
             if isinstance(result, Failure):
                 failures.append((point, result))
@@ -206,7 +232,7 @@ def _plots(given: list[str], file: SweepFile | None, options: SimulateOptions, g
     texts = [*(file.plots if file is not None else []), *given]
     if texts:
         return [parse_plot(text, options, grid.names, metrics) for text in texts]
-    return default_plots([(name, len(values)) for name, values in grid.axes], metrics)
+    return default_plots([(name, len(values)) for name, values in grid.axes], options.plot_metrics, metrics)
 
 
 def _check_outputs(args: argparse.Namespace, csv_path: Path, others: list[Path]) -> None:

@@ -22,32 +22,56 @@ from pagedkv.errors import UsageError
 from pagedkv.simulator.cli import add_arguments, run_point
 
 OUTPUT_ONLY = ("out", "no_plot", "json", "csv")  # simulate's own files: a sweep point writes none
+PLAN_ONLY = ("slo", "seeds", "tolerance")  # the planner's own options: axes or fixed with ``--plan`` only
+DEFAULT_PLOT_METRICS = ("tokens_per_s", "e2e_s_mean", "batch_mean", "token_util_of_held")
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 
 
-class _Parser(argparse.ArgumentParser):
+class RaisingParser(argparse.ArgumentParser):
+    """Raises `UsageError` (the message names the flag) instead of printing and exiting."""
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
 class SimulateOptions:
     """`pagedkv simulate`'s options, looked up by any spelling (``block-size``, ``block_size``,
-    ``--block-size``) and rendered to argv."""
+    ``--block-size``) and rendered to argv.
+
+    A subclass whose points are another command's (`pagedkv.sweep.plans.PlanOptions`) adds its options
+    (`_add_arguments`), refuses some of simulate's with a remedy (`refused`) and names its own metrics."""
+
+    command = "`pagedkv simulate`"
+    default_caches = "simulate's default"  # the caches a point without --caches runs, for the header
+    plot_metrics: tuple[str, ...] = DEFAULT_PLOT_METRICS  # the metrics of the default plots
 
     def __init__(self) -> None:
-        self._parser = _Parser(prog="pagedkv simulate", add_help=False)
+        self._parser = RaisingParser(prog="pagedkv simulate", add_help=False)
         add_arguments(self._parser)
-        self._actions = [a for a in self._parser._actions if a.option_strings and a.dest not in OUTPUT_ONLY]
+        self._add_arguments(self._parser)
+        refused = self.refused()
+        self._actions = [
+            a
+            for a in self._parser._actions
+            if a.option_strings and a.dest not in OUTPUT_ONLY and a.dest not in refused
+        ]
         self._by_name: dict[str, argparse.Action] = {}
         for action in self._actions:
             for spelling in (*action.option_strings, action.dest):
                 name = spelling.lstrip("-")
                 self._by_name[name] = self._by_name[name.replace("-", "_")] = action
 
+    def _add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Options beyond simulate's that a point's argv may hold (none here)."""
+
+    def refused(self) -> dict[str, str]:
+        """Option dest -> why it cannot be an axis or fixed here, with the remedy."""
+        return {dest: "a planner option: add --plan (every point then a plan)" for dest in PLAN_ONLY}
+
     @property
     def columns(self) -> list[str]:
-        """The input columns of results.csv: every simulate option but its output files, in --help order."""
+        """The input columns of results.csv: every option a point takes but output files, in --help order."""
         return [action.dest for action in self._actions]
 
     @property
@@ -68,17 +92,23 @@ class SimulateOptions:
         action = self._by_name.get(key) or self._by_name.get(key.replace("-", "_"))
         if action is not None:
             return action
-        if key.replace("-", "_") in OUTPUT_ONLY:
+        dest = key.replace("-", "_")
+        if dest in OUTPUT_ONLY:
             raise UsageError(f"{where}: --{key} writes simulate's own files; a sweep writes results.csv")
+        if dest in self.refused():
+            raise UsageError(f"{where}: {self.refused()[dest]}")
         close = difflib.get_close_matches(key, [a.option_strings[0].lstrip("-") for a in self._actions], 3)
         hint = f" (did you mean {', '.join(close)}?)" if close else "; see `pagedkv simulate --help`"
-        raise UsageError(f"{where}: {name!r} is not a `pagedkv simulate` option{hint}")
+        raise UsageError(f"{where}: {name!r} is not a {self.command} option{hint}")
 
     def to_argv(self, action: argparse.Action, value: Any, where: str) -> list[str]:
         """The argv that sets `action` to `value` (a TOML value, a command-line string or a parsed value)."""
         flag = action.option_strings[0]
         if action.nargs == 0:
             return _switch(action, _boolean(value, where))
+        if isinstance(action, argparse._AppendAction):  # --slo: a list, or one text with ';' between values
+            parts = value.split(";") if isinstance(value, str) else list(value)
+            return [arg for part in parts for arg in (flag, str(part).strip())]
         if action.nargs not in (None, "?"):
             parts = value.split() if isinstance(value, str) else list(value)
             return [flag, *map(str, parts)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +25,6 @@ from pagedkv.sweep.options import SimulateOptions
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-DEFAULT_METRICS = ("tokens_per_s", "e2e_s_mean", "batch_mean", "token_util_of_held")
 CACHE = "cache"
 
 
@@ -57,14 +57,14 @@ def parse_plot(text: str, options: SimulateOptions, axes: list[str], metrics: li
     return PlotSpec(metric, x, lines)
 
 
-def default_plots(axes: list[tuple[str, int]], metrics: list[str]) -> list[PlotSpec]:
-    """With no ``--plot``: each of `DEFAULT_METRICS` against the first axis with several values (seeds
+def default_plots(axes: list[tuple[str, int]], defaults: Sequence[str], metrics: list[str]) -> list[PlotSpec]:
+    """With no ``--plot``: each of the `defaults` metrics against the first axis with several values (seeds
     aside), one line per value of the next such axis, or per cache when there is none."""
     useful = [name for name, size in axes if size > 1 and name != "seed"]
     if not useful:
         return []
     lines = useful[1] if len(useful) > 1 else CACHE
-    return [PlotSpec(metric, useful[0], lines) for metric in DEFAULT_METRICS if metric in metrics]
+    return [PlotSpec(metric, useful[0], lines) for metric in defaults if metric in metrics]
 
 
 def draw(spec: PlotSpec, rows: list[dict[str, str]], averaged: list[str], path: Path) -> None:
