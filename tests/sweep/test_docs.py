@@ -25,14 +25,25 @@ def blocks(language: str) -> list[str]:
 @pytest.mark.slow
 def test_the_bash_and_python_snippets_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bash = blocks("bash")
-    assert len(bash) == 4
+    assert len(bash) == 5
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    stdout = []
     for block in bash:
         done = subprocess.run(
             ["bash", "-e", "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
-    assert "resume:  18 points already in sweep-results/results.csv; 0 to run" in done.stdout
+        stdout.append(done.stdout)
+    assert "resume:  18 points already in sweep-results/results.csv; 0 to run" in stdout[3]
+    with (tmp_path / "sweep-plans" / "results.csv").open(newline="") as handle:
+        plans = [
+            (r["max_num_seqs"], r["slo"], r["status"], f"{float(r['max_rate']):.3g}")
+            for r in csv.DictReader(handle)
+        ]
+    table = re.findall(
+        r"^\| (\d) \| (\S+) \| ([\d.]+) \|", DOC.read_text(encoding="utf-8"), flags=re.MULTILINE
+    )
+    assert plans == [(seqs, slo, "found", rate) for seqs, slo, rate in table] and len(plans) == 6
     with (tmp_path / "sweep-results" / "results.csv").open(newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 36
     assert (tmp_path / "sweep-toml" / "e2e_s_mean-vs-rate-by-block_size.png").exists()

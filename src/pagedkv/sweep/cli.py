@@ -3,7 +3,7 @@
     pagedkv sweep --grid rate=1,2,4 --grid block-size=8,16,32 --num-requests 2000 --out-dir sweep-results
 
 writes ``results.csv`` (appended point by point), ``results.parquet`` and summary plots into the folder.
-See docs/sweep.md.
+With ``--plan`` every point is a one-configuration `pagedkv plan` (`pagedkv.sweep.plans`). See docs/sweep.md.
 
 Invariant: everything the user gave is checked before the first point runs (option names and values,
 the sweep file, the output folder, the backend); after that, a failing point becomes a row with its
@@ -42,7 +42,9 @@ _DESCRIPTION = (
     "--config file's [grid]) and collect one row per point and cache, every input and metric a column, "
     "in OUT_DIR/results.csv and results.parquet, plus summary plots. Any `pagedkv simulate` option "
     "given here is the same for every point. Points run in parallel on every core (--jobs) or on Ray "
-    "(--ray). See docs/sweep.md."
+    "(--ray). With --plan every point is instead a `pagedkv plan` of one configuration (the highest "
+    "request rate it sustains under the --slo objectives), and --slo, --seeds and --tolerance may be given "
+    "or be axes. See docs/sweep.md."
 )
 
 
@@ -61,7 +63,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="NAME=V1,V2,...",
-        help="an axis: a simulate option and its values (repeat for more axes; all combinations run)",
+        help="an axis: a simulate option (or with --plan a planner option: slo, seeds, tolerance) and its "
+        "values (repeat for more axes; all combinations run)",
     )
     sweep.add_argument(
         "--out-dir", default=DEFAULT_OUT_DIR, help=f"folder for {RESULTS_CSV}, {RESULTS_PARQUET} and plots"

@@ -4,7 +4,8 @@ One row per point x cache: every simulate input (`SimulateOptions.columns`) as t
 `run_point` reports, defaults that depend on other options filled in), ``point`` (the point's key,
 `options.point_key`, a digest of its inputs as given), ``cache``, ``error`` and every metric
 `run_point` reports. A point that failed has one row with its inputs as given and the error, and no
-cache or metrics.
+cache or metrics. With ``--plan`` a point has one row: its inputs (the planner's included), its cache and
+the plan's answer (`pagedkv.sweep.plans`).
 
 Invariant: after every finished point the file on disk is a complete, valid CSV holding every point
 finished so far: a point's rows go out in one write and are flushed before the next point is
