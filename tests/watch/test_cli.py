@@ -167,3 +167,18 @@ def test_gif_draws_the_pages_frames_deterministically(tmp_path: Path) -> None:
             assert pixel == rgb(SEQUENCE[(request * 7 + sample * 11) % len(SEQUENCE)]), block
         else:
             assert pixel == rgb(document["palette"]["states"]["free"]), block
+
+
+@pytest.mark.slow
+def test_the_readmes_gif_is_what_its_documented_command_draws(tmp_path: Path) -> None:
+    """docs/watch.gif (the README's first image) is the default run as the code draws it today: the
+    command docs/watch.md gives, frame by frame and pixel by pixel (not byte by byte: encoders differ)."""
+    committed = Path(__file__).resolve().parents[2] / "docs" / "watch.gif"
+    fresh = tmp_path / "watch.gif"
+    assert main(["watch", "--out", str(tmp_path / "watch.html"), "--gif", str(fresh)]) == 0
+    with Image.open(committed) as old, Image.open(fresh) as new:
+        assert old.n_frames == new.n_frames == 60
+        for index in range(new.n_frames):
+            old.seek(index)
+            new.seek(index)
+            assert old.convert("RGB").tobytes() == new.convert("RGB").tobytes(), f"frame {index} differs"
